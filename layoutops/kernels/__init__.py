@@ -1,0 +1,1 @@
+"""Computation on strided views: windowing, plans and the strategies (never imports ops)."""

@@ -1,0 +1,162 @@
+"""The one windowing primitive: a padded block of the input for a tile, and its window view.
+
+Padding is never applied to a whole input. For each tile of the output, `padded_block`
+returns just the input block that tile reads (a view when the block lies inside the input, a
+small copy with the padding filled in otherwise), and `window_view` turns it into a strided
+view with one window axis per spatial axis appended at the end, in the layout's spatial order
+(``sliding_window_view``'s convention).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = ["source_indices", "padded_block", "window_view", "PAD_MODES"]
+
+#: padding modes: PyTorch's meanings (``constant`` is PyTorch's ``zeros`` with any fill value)
+PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def source_indices(start: int, stop: int, size: int, mode: str) -> np.ndarray:
+    """The input index read at positions ``start .. stop - 1`` of a padded axis of length ``size``.
+
+    Positions are in unpadded coordinates (negative = begin padding). For ``"constant"``
+    out-of-range positions give ``-1``; the other modes map them into ``[0, size)``:
+    ``reflect`` mirrors without repeating the edge (``-1 -> 1``), ``replicate`` repeats the
+    edge, ``circular`` wraps.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.window import source_indices
+    >>> source_indices(-2, 6, 4, "reflect").tolist()
+    [2, 1, 0, 1, 2, 3, 2, 1]
+    >>> source_indices(-2, 6, 4, "replicate").tolist()
+    [0, 0, 0, 1, 2, 3, 3, 3]
+    >>> source_indices(-2, 6, 4, "circular").tolist()
+    [2, 3, 0, 1, 2, 3, 0, 1]
+    >>> source_indices(-1, 5, 4, "constant").tolist()
+    [-1, 0, 1, 2, 3, -1]
+    """
+    pos = np.arange(start, stop)
+    if mode == "constant":
+        return np.where((pos >= 0) & (pos < size), pos, -1)
+    if mode == "replicate":
+        return np.clip(pos, 0, size - 1)
+    if mode == "circular":
+        return pos % size
+    if mode == "reflect":
+        if size == 1:
+            return np.zeros_like(pos)
+        period = 2 * (size - 1)
+        m = pos % period
+        return np.where(m < size, m, period - m)
+    raise ValueError(f"unknown padding mode {mode!r}; expected one of {PAD_MODES}")
+
+
+def padded_block(
+    x: np.ndarray,
+    axes: tuple[int, ...],
+    spans: tuple[tuple[int, int], ...],
+    *,
+    mode: str = "constant",
+    fill=0,
+    dtype=None,
+) -> np.ndarray:
+    """``x`` restricted to ``[lo, hi)`` along each of ``axes``, padded where a span leaves ``x``.
+
+    Other axes are kept whole. When every span lies inside ``x`` (and no ``dtype`` change is
+    asked for) the result is a view of ``x``: callers must not write into it. Otherwise it is a
+    new array of exactly the block's size: padding costs memory per block, never per input.
+
+    Parameters
+    ----------
+    x : ndarray
+    axes : tuple of int
+        The spatial axes of ``x``.
+    spans : tuple of (int, int)
+        Per axis, the positions ``[lo, hi)`` in unpadded coordinates (``lo`` may be negative,
+        ``hi`` may exceed the axis length).
+    mode : {'constant', 'reflect', 'replicate', 'circular'}
+    fill : scalar
+        The value of padded cells in ``constant`` mode.
+    dtype : dtype, optional
+        The dtype of the result (the copy casts once).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.window import padded_block
+    >>> x = np.arange(6).reshape(1, 2, 3)
+    >>> padded_block(x, (2,), ((-1, 4),))
+    array([[[0, 0, 1, 2, 0],
+            [0, 3, 4, 5, 0]]])
+    >>> padded_block(x, (2,), ((-1, 4),), mode="reflect")[0, 0].tolist()
+    [1, 0, 1, 2, 1]
+    >>> np.shares_memory(padded_block(x, (2,), ((1, 3),)), x)
+    True
+    """
+    inside = all(0 <= lo and hi <= x.shape[ax] for ax, (lo, hi) in zip(axes, spans, strict=True))
+    if inside:
+        index = [slice(None)] * x.ndim
+        for ax, (lo, hi) in zip(axes, spans, strict=True):
+            index[ax] = slice(lo, hi)
+        block = x[tuple(index)]
+        return block if dtype is None or block.dtype == dtype else block.astype(dtype)
+    dtype = x.dtype if dtype is None else np.dtype(dtype)
+    if mode == "constant":
+        shape = list(x.shape)
+        dst = [slice(None)] * x.ndim
+        src = [slice(None)] * x.ndim
+        for ax, (lo, hi) in zip(axes, spans, strict=True):
+            shape[ax] = hi - lo
+            a, b = max(lo, 0), min(hi, x.shape[ax])
+            b = max(a, b)
+            src[ax] = slice(a, b)
+            dst[ax] = slice(a - lo, b - lo)
+        out = np.full(shape, fill, dtype=dtype)
+        out[tuple(dst)] = x[tuple(src)]
+        return out
+    # reflect / replicate / circular: gather from the bounding box of the sources, axis by axis
+    box = [slice(None)] * x.ndim
+    picks = []
+    for ax, (lo, hi) in zip(axes, spans, strict=True):
+        idx = source_indices(lo, hi, x.shape[ax], mode)
+        first = int(idx.min())
+        box[ax] = slice(first, int(idx.max()) + 1)
+        picks.append((ax, idx - first))
+    block = x[tuple(box)]
+    for ax, idx in picks:
+        block = np.take(block, idx, axis=ax)
+    return block.astype(dtype, copy=False)
+
+
+def window_view(
+    block: np.ndarray,
+    axes: tuple[int, ...],
+    kernel_sizes: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+) -> np.ndarray:
+    """A strided view of the windows of ``block`` along ``axes``.
+
+    The spatial axes of the result index output positions (``[::stride]`` applied); one
+    window axis per spatial axis is appended at the end, in the order of ``axes``, each of
+    length ``kernel_size`` (``[::dilation]`` applied). No data is copied.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.window import window_view
+    >>> x = np.arange(7)
+    >>> window_view(x, (0,), (2,), (3,), (2,)).tolist()
+    [[0, 2], [3, 5]]
+    """
+    extents = tuple(d * (k - 1) + 1 for k, d in zip(kernel_sizes, dilations, strict=True))
+    view = sliding_window_view(block, extents, axis=axes)
+    index = [slice(None)] * view.ndim
+    for ax, s in zip(axes, strides, strict=True):
+        index[ax] = slice(None, None, s)
+    for i, d in enumerate(dilations):
+        index[block.ndim + i] = slice(None, None, d)
+    return view[tuple(index)]

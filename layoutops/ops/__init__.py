@@ -1,0 +1,1 @@
+"""The public ops: argument normalization, layout resolution, dispatch to the kernels."""
