@@ -183,7 +183,7 @@ class Layout:
 
     # -- derived layouts and maps -----------------------------------------------------------
     def permutation_to(self, dst: LayoutLike) -> tuple[int, ...]:
-        """The axes permutation ``p`` with ``x.transpose(p)`` in ``dst`` for ``x`` in this layout."""
+        """The permutation ``p`` such that ``x.transpose(p)`` is in ``dst`` for ``x`` in self."""
         return permutation(self, dst)
 
     def with_spatial(self, spatial: str) -> Layout:
@@ -451,5 +451,7 @@ def kernel_layout(
                 f"layout {activation.spec!r} has {activation.spatial!r}; they must match by letter"
             )
     if ndim is not None and lay.ndim != ndim:
-        raise LayoutError(f"kernel layout {lay.spec!r} has {lay.ndim} axes but the kernel has {ndim}")
+        raise LayoutError(
+            f"kernel layout {lay.spec!r} has {lay.ndim} axes but the kernel has {ndim}"
+        )
     return lay

@@ -8,6 +8,7 @@ spatial order) an int, and padding as ``((begin, end), ...)`` pairs.
 from __future__ import annotations
 
 import numbers
+
 import numpy as np
 
 from ..kernels.geometry import Geometry
