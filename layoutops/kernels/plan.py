@@ -92,7 +92,7 @@ def split_tiles(
     >>> from layoutops.kernels.plan import split_tiles
     >>> tiles = list(split_tiles((4, 10), lambda t: t[0] * t[1], limit=20))
     >>> len(tiles), tiles[0]
-    (4, (slice(0, 2, None), slice(0, 10, None)))
+    (2, (slice(0, 2, None), slice(0, 10, None)))
     """
     limit = get_workspace_limit() if limit is None else limit
     tile = list(max(1, s) for s in shape)

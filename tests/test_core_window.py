@@ -1,0 +1,111 @@
+"""The windowing primitive (kernels/window.py) and the tiler (kernels/plan.py)."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import layoutops as lo
+from layoutops.kernels.plan import split_tiles
+from layoutops.kernels.window import padded_block, source_indices, window_view
+
+
+def reference_index(pos, size, mode):
+    """PyTorch's padding meanings, written as plain rules per position."""
+    if 0 <= pos < size:
+        return pos
+    if mode == "constant":
+        return None
+    if mode == "replicate":
+        return 0 if pos < 0 else size - 1
+    if mode == "circular":
+        return pos % size
+    # reflect: mirror about the edge cell, repeatedly
+    while not 0 <= pos < size:
+        pos = -pos if pos < 0 else 2 * (size - 1) - pos
+    return pos
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("size", [2, 3, 4, 5])
+def test_source_indices_match_reference(mode, size):
+    got = source_indices(-size + 1, 2 * size - 1, size, mode).tolist()
+    want = [reference_index(p, size, mode) for p in range(-size + 1, 2 * size - 1)]
+    assert got == [-1 if w is None else w for w in want]
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize(("spans", "axes"), [
+    (((-2, 3), (1, 6)), (1, 2)),
+    (((0, 4), (-1, 5)), (1, 2)),
+    (((2, 5), (4, 7)), (1, 2)),
+    (((-1, 1),), (2,)),
+])
+def test_padded_block_matches_reference(mode, spans, axes):
+    x = np.arange(2 * 4 * 5, dtype=np.float64).reshape(2, 4, 5)
+    block = padded_block(x, axes, spans, mode=mode, fill=-7.0)
+    shape = list(x.shape)
+    for ax, (lo_, hi) in zip(axes, spans, strict=True):
+        shape[ax] = hi - lo_
+    assert block.shape == tuple(shape)
+    for idx in itertools.product(*(range(s) for s in shape)):
+        src = list(idx)
+        inside = True
+        for ax, (lo_, _) in zip(axes, spans, strict=True):
+            r = reference_index(idx[ax] + lo_, x.shape[ax], mode)
+            if r is None:
+                inside = False
+            else:
+                src[ax] = r
+        assert block[idx] == (x[tuple(src)] if inside else -7.0)
+
+
+def test_padded_block_is_a_view_inside_and_a_copy_outside():
+    x = np.arange(30.0).reshape(5, 6)
+    inside = padded_block(x, (0, 1), ((1, 4), (0, 6)))
+    assert np.shares_memory(inside, x)
+    outside = padded_block(x, (0, 1), ((-1, 4), (0, 6)))
+    assert not np.shares_memory(outside, x)
+    cast = padded_block(x, (0, 1), ((1, 4), (0, 6)), dtype=np.float32)
+    assert cast.dtype == np.float32 and not np.shares_memory(cast, x)
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "s", "d"), [(7, 2, 3, 2), (8, 3, 1, 1), (9, 3, 2, 3), (5, 5, 1, 1)]
+)
+def test_window_view_matches_loops(n, k, s, d):
+    x = np.arange(n * 3).reshape(3, n)
+    v = window_view(x, (1,), (k,), (s,), (d,))
+    out = (n - d * (k - 1) - 1) // s + 1
+    assert v.shape == (3, out, k)
+    for c in range(3):
+        for o in range(out):
+            for t in range(k):
+                assert v[c, o, t] == x[c, o * s + t * d]
+
+
+def test_window_view_two_axes_order():
+    x = np.arange(4 * 5 * 2).reshape(4, 5, 2)  # H, W, C
+    v = window_view(x, (0, 1), (2, 3), (2, 1), (1, 1))
+    assert v.shape == (2, 3, 2, 2, 3)  # oh, ow, c, kh, kw
+    assert v[1, 2, 1, 1, 2] == x[1 * 2 + 1, 2 + 2, 1]
+
+
+def test_split_tiles_cover_exactly_once_and_fit():
+    shape = (3, 7, 5)
+    cost = lambda t: t[0] * t[1] * t[2] * 8  # noqa: E731
+    tiles = list(split_tiles(shape, cost, limit=8 * 10))
+    seen = np.zeros(shape, int)
+    for t in tiles:
+        seen[t] += 1
+        assert cost(tuple(sl.stop - sl.start for sl in t)) <= 80
+    assert (seen == 1).all()
+
+
+def test_split_tiles_zero_size_and_limit_context():
+    assert list(split_tiles((0, 4), lambda t: 0, limit=1)) == [(slice(0, 0), slice(0, 4))]
+    with lo.workspace_limit(2**16):
+        assert lo.get_workspace_limit() == 2**16
+    assert lo.get_workspace_limit() == 64 * 2**20
+    with pytest.raises(ValueError, match="workspace limit must be an int >= 65536"):
+        lo.set_workspace_limit(10)
