@@ -1,0 +1,333 @@
+"""Kernel pieces of the gradients: weight correlation, window scatter, padding fold, index scatter.
+
+All of them run on the windowing primitive of `layoutops.kernels.window` and tile their work
+with `split_tiles` under the workspace limit; the einsum subscripts come from layout letters,
+so a channels-last array is never transposed to channels-first to compute.
+
+- `weight_grad`: the weight gradient of a conv, ``sum_{n, out} window(x)[n, out, taps] *
+  g[n, out]`` per group, on the window view of each (padded) input tile.
+- `window_scatter`: the adjoint of taking windows with a ones kernel (each output value added
+  to every tap of its window) — the input gradient of average and Lp pooling.
+- `fold_padding`: the gradient with respect to a reflect/replicate/circular padded input,
+  folded back onto the source indices.
+- `index_scatter`: scatter-add at max-pool indices (flat per spatial plane).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import numpy as np
+import opt_einsum
+
+from .geometry import Geometry
+from .plan import split_tiles
+from .window import padded_block, source_indices, window_view
+
+__all__ = ["weight_grad", "window_scatter", "fold_padding", "index_scatter", "bin_scatter"]
+
+_ROLE = "NCGOIM"
+
+
+@functools.lru_cache(maxsize=256)
+def _expression(subscripts: str, *shapes: tuple[int, ...]):
+    return opt_einsum.contract_expression(subscripts, *shapes)
+
+
+def _symbols(spatial: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Einsum symbols for output positions and kernel taps, one pair per spatial letter."""
+    pool = iter(opt_einsum.get_symbol(i) for i in range(10, 200))
+    used = set("ngab")
+    pos, tap = {}, {}
+    for c in spatial:
+        for table in (pos, tap):
+            s = next(pool)
+            while s in used:
+                s = next(pool)
+            used.add(s)
+            table[c] = s
+    return pos, tap
+
+
+def weight_grad(
+    x: np.ndarray,
+    x_letters: str,
+    g: np.ndarray,
+    g_letters: str,
+    geom: Geometry,
+    spatial: str,
+    w_letters: str,
+    w_shape: tuple[int, ...],
+    *,
+    x_channel: str,
+    g_channel: str,
+    mode: str = "constant",
+    dtype=np.float64,
+) -> np.ndarray:
+    """The weight gradient of a grouped correlation, in the order of ``w_letters``.
+
+    Parameters
+    ----------
+    x : ndarray
+        The windowed operand (the forward input), a grouped view with axes ``x_letters``
+        (``N``, ``G``, ``C`` and the spatial letters).
+    g : ndarray
+        The per-position operand (the output gradient), grouped, axes ``g_letters``; its
+        spatial sizes are ``geom.out_sizes``.
+    geom : Geometry
+        The forward geometry of ``x`` (in the order of ``spatial``).
+    spatial : str
+        The spatial letters in the order of ``geom``.
+    w_letters, w_shape : str, tuple of int
+        Letters (``G``, ``O``, ``I`` and the spatial letters) and shape of the result.
+    x_channel, g_channel : str
+        The weight letters matched by the ``C`` axis of ``x`` and of ``g``.
+    mode : str
+        The padding mode of ``x`` (see `padded_block`).
+    dtype : dtype
+        The compute (accumulation) dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.geometry import Geometry
+    >>> from layoutops.kernels.grad import weight_grad
+    >>> x = np.arange(5.0).reshape(1, 1, 1, 5)          # NGCW
+    >>> g = np.ones((1, 1, 1, 3))                        # NGCW: 3 outputs
+    >>> geom = Geometry((5,), (3,), (1,), (1,), ((0, 0),), (3,))
+    >>> weight_grad(x, "NGCW", g, "NGCW", geom, "W", "GOIW", (1, 1, 1, 3),
+    ...             x_channel="I", g_channel="O").ravel().tolist()
+    [3.0, 6.0, 9.0]
+    """
+    pos, tap = _symbols(spatial)
+    x_map = {"N": "n", "G": "g", "C": "a", **pos}
+    g_map = {"N": "n", "G": "g", "C": "b", **pos}
+    w_map = {"G": "g", x_channel: "a", g_channel: "b", **tap}
+    x_axes = tuple(x_letters.index(c) for c in spatial)
+    x_sub = "".join(x_map[c] for c in x_letters) + "".join(tap[c] for c in spatial)
+    g_sub = "".join(g_map[c] for c in g_letters)
+    w_sub = "".join(w_map[c] for c in w_letters)
+    subscripts = f"{x_sub},{g_sub}->{w_sub}"
+
+    n_axis_x, n_axis_g = x_letters.index("N"), g_letters.index("N")
+    g_axes = tuple(g_letters.index(c) for c in spatial)
+    itemsize = np.dtype(dtype).itemsize
+    per_pos_x = x.shape[x_letters.index("G")] * x.shape[x_letters.index("C")]
+    per_pos_g = g.shape[g_letters.index("G")] * g.shape[g_letters.index("C")]
+    taps = int(np.prod(geom.kernel_sizes))
+
+    def cost(tile):
+        nb, outs = tile[0], tile[1:]
+        block = nb * per_pos_x * int(
+            np.prod([(o - 1) * s + e for o, s, e in zip(outs, geom.strides, geom.extents,
+                                                         strict=True)])
+        )
+        cols = nb * int(np.prod(outs)) * per_pos_x * taps
+        return (block + cols + nb * int(np.prod(outs)) * per_pos_g) * itemsize
+
+    acc = np.zeros(w_shape, dtype=dtype)
+    batch = x.shape[n_axis_x]
+    if batch:
+        for tile in split_tiles((batch, *geom.out_sizes), cost):
+            nsl, out_sl = tile[0], tile[1:]
+            xi = [slice(None)] * x.ndim
+            xi[n_axis_x] = nsl
+            spans = tuple(
+                geom.input_span(i, sl.start, sl.stop) for i, sl in enumerate(out_sl)
+            )
+            block = padded_block(x[tuple(xi)], x_axes, spans, mode=mode, dtype=dtype)
+            view = window_view(block, x_axes, geom.kernel_sizes, geom.strides, geom.dilations)
+            gi = [slice(None)] * g.ndim
+            gi[n_axis_g] = nsl
+            for ax, sl in zip(g_axes, out_sl, strict=True):
+                gi[ax] = sl
+            gt = g[tuple(gi)]
+            if gt.dtype != dtype:
+                gt = gt.astype(dtype)
+            acc += _expression(subscripts, view.shape, gt.shape)(view, gt)
+    return acc
+
+
+def window_scatter(
+    values: np.ndarray,
+    axes: tuple[int, ...],
+    geom: Geometry,
+    *,
+    tile_axes: tuple[int, ...] = (),
+    dtype=None,
+) -> np.ndarray:
+    """Add every value to each tap of its window: the adjoint of a ones-kernel window sum.
+
+    ``values`` has the output sizes ``geom.out_sizes`` on ``axes``; the result has the input
+    sizes ``geom.in_sizes`` there (taps falling into padding are dropped). The work is tiled
+    over ``tile_axes`` (e.g. batch and channels) so the padded accumulation buffer fits the
+    workspace limit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.geometry import Geometry
+    >>> from layoutops.kernels.grad import window_scatter
+    >>> geom = Geometry((5,), (3,), (2,), (1,), ((1, 1),), (3,))
+    >>> window_scatter(np.ones(3), (0,), geom).tolist()
+    [1.0, 2.0, 1.0, 2.0, 1.0]
+    """
+    dtype = values.dtype if dtype is None else np.dtype(dtype)
+    # the buffer covers every position a window touches, starting at -pad_begin
+    lengths = tuple(
+        max(p[0] + n + p[1], (o - 1) * s + e)
+        for n, p, o, s, e in zip(geom.in_sizes, geom.pads, geom.out_sizes, geom.strides,
+                                 geom.extents, strict=True)
+    )
+    out_shape = list(values.shape)
+    for ax, n in zip(axes, geom.in_sizes, strict=True):
+        out_shape[ax] = n
+    result = np.empty(out_shape, dtype=dtype)
+    if result.size == 0:
+        return np.zeros(out_shape, dtype=dtype)
+    outer = tuple(values.shape[a] for a in tile_axes)
+    other = int(np.prod([values.shape[a] for a in range(values.ndim)
+                         if a not in tile_axes and a not in axes]))
+    per = other * int(np.prod(lengths)) * dtype.itemsize
+
+    def cost(tile):
+        return int(np.prod(tile)) * per
+
+    for tile in split_tiles(outer, cost):
+        index = [slice(None)] * values.ndim
+        for a, sl in zip(tile_axes, tile, strict=True):
+            index[a] = sl
+        vals = values[tuple(index)]
+        shape = list(vals.shape)
+        for ax, length in zip(axes, lengths, strict=True):
+            shape[ax] = length
+        buf = np.zeros(shape, dtype=dtype)
+        for offsets in itertools.product(*(range(k) for k in geom.kernel_sizes)):
+            dst = [slice(None)] * buf.ndim
+            for ax, k, d, s, o in zip(axes, offsets, geom.dilations, geom.strides,
+                                      geom.out_sizes, strict=True):
+                dst[ax] = slice(d * k, d * k + (o - 1) * s + 1, s)
+            buf[tuple(dst)] += vals
+        crop = [slice(None)] * buf.ndim
+        for ax, p, n in zip(axes, geom.pads, geom.in_sizes, strict=True):
+            crop[ax] = slice(p[0], p[0] + n)
+        result[tuple(index)] = buf[tuple(crop)]
+    return result
+
+
+def fold_padding(
+    grad_padded: np.ndarray,
+    axes: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    in_sizes: tuple[int, ...],
+    mode: str,
+) -> np.ndarray:
+    """Fold a gradient with respect to a padded input back onto the unpadded input.
+
+    ``grad_padded`` has sizes ``begin + n + end`` on ``axes``; every padded position adds its
+    gradient to the input index it was read from (`source_indices` with ``mode``); with
+    ``mode="constant"`` padded positions are dropped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.grad import fold_padding
+    >>> fold_padding(np.arange(6.0), (0,), ((2, 1),), (3,), "reflect").tolist()
+    [2.0, 9.0, 4.0]
+    """
+    out = grad_padded
+    for ax, (b, e), n in zip(axes, pads, in_sizes, strict=True):
+        core = [slice(None)] * out.ndim
+        core[ax] = slice(b, b + n)
+        folded = np.array(out[tuple(core)], copy=True)
+        if mode != "constant":
+            src = source_indices(-b, n + e, n, mode)
+            for j in itertools.chain(range(b), range(b + n, b + n + e)):
+                dst = [slice(None)] * out.ndim
+                dst[ax] = int(src[j])
+                pick = [slice(None)] * out.ndim
+                pick[ax] = j
+                folded[tuple(dst)] += out[tuple(pick)]
+        out = folded
+    return np.ascontiguousarray(out)
+
+
+def index_scatter(
+    g: np.ndarray,
+    indices: np.ndarray,
+    x_shape: tuple[int, ...],
+    batch_axis: int,
+    channel_axis: int,
+    spatial_axes: tuple[int, ...],
+    dtype,
+) -> np.ndarray:
+    """Scatter-add ``g`` into a zero array of ``x_shape`` at per-plane flat ``indices``.
+
+    ``g`` and ``indices`` share a shape in the same layout as ``x_shape`` (with output spatial
+    sizes); each index is the row-major flat position within its own spatial plane (in the
+    order of ``spatial_axes``), as `max_pool` returns it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.grad import index_scatter
+    >>> g = np.array([[[1.0, 2.0]]])          # NCW, 2 outputs
+    >>> idx = np.array([[[1, 1]]])
+    >>> index_scatter(g, idx, (1, 1, 3), 0, 1, (2,), np.float64).tolist()
+    [[[0.0, 3.0, 0.0]]]
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(x_shape))
+    if g.size == 0 or size == 0:
+        return np.zeros(x_shape, dtype=dtype)
+    elem = np.cumprod((1,) + tuple(x_shape[::-1]))[:-1][::-1]  # C-order element strides
+    in_sizes = [x_shape[a] for a in spatial_axes]
+    idx = indices.astype(np.int64, copy=False)
+    flat = np.zeros(g.shape, dtype=np.int64)
+    rest = idx
+    for ax, n in zip(spatial_axes[::-1], in_sizes[::-1], strict=True):
+        flat += (rest % n) * elem[ax]
+        rest = rest // n
+    for ax in (batch_axis, channel_axis):
+        shape = [1] * g.ndim
+        shape[ax] = g.shape[ax]
+        flat += np.arange(g.shape[ax], dtype=np.int64).reshape(shape) * elem[ax]
+    weights = g.astype(np.float64, copy=False).ravel()
+    summed = np.bincount(flat.ravel(), weights=weights, minlength=size)
+    return summed.astype(dtype, copy=False).reshape(x_shape)
+
+
+def bin_scatter(
+    values: np.ndarray,
+    axes: tuple[int, ...],
+    in_sizes: tuple[int, ...],
+    dtype,
+) -> np.ndarray:
+    """The adjoint of adaptive average pooling: spread each bin's value evenly over its bin.
+
+    Bins follow PyTorch's rule ``start = floor(i * in / out)``, ``end = ceil((i + 1) * in /
+    out)``; the axes are handled one at a time (bins are separable).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.grad import bin_scatter
+    >>> bin_scatter(np.array([3.0, 6.0]), (0,), (3,), np.float64).tolist()
+    [1.5, 4.5, 3.0]
+    """
+    out = values.astype(dtype, copy=False)
+    for ax, n in zip(axes, in_sizes, strict=True):
+        m = out.shape[ax]
+        shape = list(out.shape)
+        shape[ax] = n
+        spread = np.zeros(shape, dtype=dtype)
+        for i in range(m):
+            start, end = (i * n) // m, -((-(i + 1) * n) // m)
+            src = [slice(None)] * out.ndim
+            src[ax] = slice(i, i + 1)
+            dst = [slice(None)] * out.ndim
+            dst[ax] = slice(start, end)
+            spread[tuple(dst)] += out[tuple(src)] / (end - start)
+        out = spread
+    return np.ascontiguousarray(out)
