@@ -19,6 +19,20 @@ from .layouts import (
 )
 
 # -- conversions (layouts/convert.py, layouts/padding.py) --
+# isort: split
+from .layouts import (
+    FRAMEWORKS,
+    Framework,
+    convert,
+    convert_indices,
+    convert_kernel,
+    convert_weight,
+    framework_layout,
+    pads_from_onnx,
+    pads_from_tf,
+    pads_from_torch,
+)
+
 # -- conv (ops/conv.py) --
 # -- conv_transpose (ops/conv_transpose.py) --
 # -- pooling (ops/pool.py) and patches (ops/patches.py) --

@@ -11,6 +11,16 @@ from .layout import (
 )
 
 # -- conversions (layouts/convert.py, layouts/padding.py) --
+# isort: split
+from .convert import (
+    FRAMEWORKS,
+    Framework,
+    convert,
+    convert_kernel,
+    convert_weight,
+    framework_layout,
+)
+from .padding import convert_indices, pads_from_onnx, pads_from_tf, pads_from_torch
 
 __all__ = [
     "Layout",
@@ -20,4 +30,14 @@ __all__ = [
     "default_layout",
     "kernel_layout",
     "permutation",
+    "FRAMEWORKS",
+    "Framework",
+    "convert",
+    "convert_kernel",
+    "convert_weight",
+    "framework_layout",
+    "convert_indices",
+    "pads_from_onnx",
+    "pads_from_tf",
+    "pads_from_torch",
 ]
