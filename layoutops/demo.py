@@ -79,7 +79,7 @@ def _relu(a: np.ndarray) -> np.ndarray:
     return np.maximum(a, 0, out=a)
 
 
-def torch_weights(seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
+def torch_weights(seed: int = 0, dtype=np.float32, size: int = 32) -> dict[str, np.ndarray]:
     """The demo network's weights, in PyTorch layouts, drawn from ``default_rng(seed)``.
 
     Parameters
@@ -88,6 +88,9 @@ def torch_weights(seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
         Seed of :func:`numpy.random.default_rng`. Default 0.
     dtype : dtype, optional
         Default float32.
+    size : int, optional
+        The input image size, which sets the dense layer's input width
+        ``8 * (size // 4) ** 2``. Default 32.
 
     Returns
     -------
@@ -98,8 +101,8 @@ def torch_weights(seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
     --------
     >>> from layoutops.demo import torch_weights
     >>> w = torch_weights()
-    >>> w["dw.weight"].shape, w["up.weight"].shape
-    ((16, 1, 3, 3), (16, 8, 4, 4))
+    >>> w["dw.weight"].shape, w["up.weight"].shape, w["fc.weight"].shape
+    ((16, 1, 3, 3), (16, 8, 4, 4), (10, 512))
     """
     rng = np.random.default_rng(seed)
 
@@ -118,7 +121,8 @@ def torch_weights(seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
         "gconv.bias": bias(16),
         "up.weight": he((16, 8, 4, 4), 16 * 4),  # ConvTranspose2d(16, 8, 4, stride=2, padding=1)
         "up.bias": bias(8),
-        "fc.weight": he((N_CLASSES, 8 * 8 * 8), 8 * 8 * 8),  # Linear(8*8*8, 10) after flatten
+        # Linear(8 * (size // 4) ** 2, 10) after the flatten
+        "fc.weight": he((N_CLASSES, 8 * (size // 4) ** 2), 8 * (size // 4) ** 2),
         "fc.bias": bias(N_CLASSES),
     }
 
@@ -199,15 +203,8 @@ def build_network(size: int = 32, seed: int = 0, dtype=np.float32):
     if int(size) != size or size < 8 or size % 4:
         raise ValueError(f"`demo`: `size` must be a multiple of 4 and >= 8, got {size}")
     lo = _lo()
-    tw = torch_weights(seed, dtype)
+    tw = torch_weights(seed, dtype, size)
     fc_hw = (size // 4, size // 4)
-    # fc's input width depends on size: redraw it for the actual flatten length
-    if tw["fc.weight"].shape[1] != 8 * fc_hw[0] * fc_hw[1]:
-        rng = np.random.default_rng([seed, size])
-        n_in = 8 * fc_hw[0] * fc_hw[1]
-        tw["fc.weight"] = (rng.standard_normal((N_CLASSES, n_in)) * np.sqrt(2.0 / n_in)).astype(
-            dtype
-        )
     kw, log = tf_weights(tw, fc_hw)
     cf, cl = "NCHW", "NHWC"
 
