@@ -34,6 +34,7 @@ from .layouts import (
 )
 
 # -- conv (ops/conv.py) --
+from .ops.conv import conv, conv1d, conv2d, conv3d, depthwise_conv2d
 # -- conv_transpose (ops/conv_transpose.py) --
 # -- pooling (ops/pool.py) and patches (ops/patches.py) --
 # -- gradients (ops/grad.py) --

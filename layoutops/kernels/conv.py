@@ -1,0 +1,459 @@
+"""Convolution strategies on strided views, tiled under the workspace limit.
+
+Every strategy receives plain arrays, letter strings and a `Geometry`; none imports ``ops``.
+
+The input arrives as a grouped view (``x_letters`` such as ``NGCHW`` or ``NHWGC``: ``C`` split
+into ``G`` groups of ``C`` channels) and the kernel as a grouped view (``w_letters`` such as
+``GOIHW`` or ``HWIGO``). The output is allocated C-contiguous in ``out_letters`` (``C`` there
+is ``G * O``, group-major) and filled tile by tile: the output index space
+``(N, *out_spatial)`` is split with `split_tiles` so that the temporaries of one tile fit the
+workspace limit. For each tile, `padded_block` gives the input block it reads (a view, or a
+small padded copy: padding is never applied to the whole input) and the strategy contracts it
+with the kernel.
+
+Results of a tile are produced in one of two canonical orders, chosen by the output layout so
+that the GEMM writes (nearly) straight into the output:
+
+- ``A`` (channels-first output): ``(n, G, O, *P)`` — ``out[n, g] = W[g] (O x cK) @ cols``;
+- ``B`` (channels-last output): ``(n, *P, G, O)`` — ``out[.., g, :] = cols (nP x Kc) @ W[g]``.
+
+Strategies (``algorithm=``):
+
+``"im2col"``
+    Per tile, the window view of the block is copied once into a contiguous column matrix
+    (the tile's im2col, never the whole input's) and contracted with the kernel by one batched
+    GEMM (``np.matmul``, groups as a batch axis).
+``"per_tap"``
+    For each kernel offset, a GEMM of the block's shifted view with that offset's weight slice,
+    accumulated into the tile. No im2col buffer. With stride 1 the shifted view is a flat
+    strided view over the block's padded width ("flat trick"): every tap is one large GEMM on
+    the input memory itself, and the few columns that fall between rows are discarded.
+``"direct"``
+    Multiply-accumulate over the kernel offsets and input channels (``out += x_shifted *
+    w_tap``), fused with numexpr, for depthwise and small channel counts.
+``"auto"``
+    Depthwise (one input channel per group) -> ``direct``; otherwise ``per_tap`` where the
+    flat trick applies and the channel count is large, else ``im2col``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numexpr as ne
+import numpy as np
+
+from .geometry import Geometry
+from .plan import get_workspace_limit, split_tiles
+from .window import padded_block, window_view
+
+__all__ = ["ALGORITHMS", "PADDING_MODES", "conv_forward", "choose_algorithm"]
+
+ALGORITHMS = ("auto", "im2col", "per_tap", "direct")
+
+#: public ``padding_mode`` names -> `padded_block` modes
+PADDING_MODES = {
+    "zeros": "constant",
+    "reflect": "reflect",
+    "replicate": "replicate",
+    "circular": "circular",
+}
+
+#: numexpr terms per evaluation (two operands each)
+_TERMS_PER_EVAL = 12
+
+
+def choose_algorithm(
+    algorithm: str, c_per_group: int, o_per_group: int, geometry: Geometry
+) -> str:
+    """The strategy ``"auto"`` resolves to (other names are returned unchanged)."""
+    if algorithm != "auto":
+        return algorithm
+    taps = math.prod(geometry.kernel_sizes)
+    if c_per_group == 1 or (c_per_group * taps <= 8 and o_per_group <= 8):
+        return "direct"
+    if all(s == 1 for s in geometry.strides) and taps > 1 and c_per_group >= 32:
+        return "per_tap"
+    return "im2col"
+
+
+def conv_forward(
+    x_grouped: np.ndarray,
+    x_letters: str,
+    w_grouped: np.ndarray,
+    w_letters: str,
+    geometry: Geometry,
+    out_letters: str,
+    *,
+    bias: np.ndarray | None,
+    dtype,
+    compute_dtype,
+    padding_mode: str = "zeros",
+    algorithm: str = "auto",
+) -> np.ndarray:
+    """The convolution of ``x_grouped`` with ``w_grouped``, C-contiguous in ``out_letters``.
+
+    Parameters
+    ----------
+    x_grouped : ndarray
+        The input with its channel axis split into ``(G, C/G)``, letters ``x_letters``
+        (``N``, ``G``, ``C`` and the spatial letters).
+    w_grouped : ndarray
+        The kernel with letters ``w_letters`` (``G``, ``O``, ``I`` per group and the spatial
+        letters).
+    geometry : Geometry
+        Per spatial axis in the input's spatial order.
+    out_letters : str
+        The output layout (``N``, ``C`` and the spatial letters).
+    bias : ndarray or None
+        Shape ``(C_out,)``.
+    dtype, compute_dtype : dtype
+        The result dtype and the dtype arithmetic runs in.
+    padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
+    algorithm : {'auto', 'im2col', 'per_tap', 'direct'}
+    """
+    dtype, cdtype = np.dtype(dtype), np.dtype(compute_dtype)
+    spatial = "".join(c for c in x_letters if c not in "NGC")
+    dims = dict(zip(x_letters, x_grouped.shape, strict=True))
+    wdims = dict(zip(w_letters, w_grouped.shape, strict=True))
+    groups, c_per, o_per = dims["G"], dims["C"], wdims["O"]
+    batch = dims["N"]
+    out_sizes = geometry.out_sizes
+    out_dims = {"N": batch, "C": groups * o_per, **dict(zip(spatial, out_sizes, strict=True))}
+    out = np.empty(tuple(out_dims[c] for c in out_letters), dtype=dtype)
+    if out.size == 0:
+        return out
+    algorithm = choose_algorithm(algorithm, c_per, o_per, geometry)
+    form = "A" if _channels_first(out_letters) else "B"
+    res_letters = "NGO" + spatial if form == "A" else "N" + spatial + "GO"
+
+    # the output, grouped (C -> G, O), permuted to the canonical result order: a view
+    c_axis = out_letters.index("C")
+    out_g = out.reshape(out.shape[:c_axis] + (groups, o_per) + out.shape[c_axis + 1 :])
+    og_letters = out_letters.replace("C", "GO")
+    out_res = out_g.transpose([og_letters.index(c) for c in res_letters])
+
+    # the kernel as (G, O, c, *K) in the input's spatial order, in the compute dtype
+    wk = np.ascontiguousarray(
+        w_grouped.transpose([w_letters.index(c) for c in "GOI" + spatial]), dtype=cdtype
+    )
+    bias_res = None
+    if bias is not None:
+        shape = [1] * len(res_letters)
+        shape[res_letters.index("G")], shape[res_letters.index("O")] = groups, o_per
+        bias_res = bias.astype(cdtype).reshape(shape)
+
+    x_axes = tuple(x_letters.index(c) for c in spatial)
+    n_axis = x_letters.index("N")
+    mode = PADDING_MODES[padding_mode]
+    itemsize = cdtype.itemsize
+    cast = None if x_grouped.dtype == cdtype else cdtype
+    taps = math.prod(geometry.kernel_sizes)
+    runner = _RUNNERS[algorithm]
+    prep = _prepare_weight(algorithm, form, wk)
+
+    def cost(tile: tuple[int, ...]) -> int:
+        n, pix = tile[0], math.prod(tile[1:])
+        spans = zip(tile[1:], geometry.strides, geometry.extents, strict=True)
+        block = n * groups * c_per * math.prod((p - 1) * s + e for p, s, e in spans)
+        res = n * groups * o_per * pix
+        if algorithm == "im2col":
+            work = n * groups * c_per * taps * pix
+        elif algorithm == "per_tap":
+            work = 2 * block * o_per // max(c_per, 1) + n * groups * c_per * pix
+        else:
+            work = n * groups * c_per * pix
+        return (block + res + work) * itemsize
+
+    limit = min(get_workspace_limit(), _SPEED_TILE_BYTES)
+    for tile in split_tiles((batch, *out_sizes), cost, limit):
+        spans = tuple(
+            geometry.input_span(a, sl.start, sl.stop) for a, sl in enumerate(tile[1:])
+        )
+        xs = [slice(None)] * x_grouped.ndim
+        xs[n_axis] = tile[0]
+        block = padded_block(x_grouped[tuple(xs)], x_axes, spans, mode=mode, dtype=cast)
+        # the block in canonical letters: N G C *S (form A) or N *S G C (form B): views
+        blk_letters = "NGC" + spatial if form == "A" else "N" + spatial + "GC"
+        block = block.transpose([x_letters.index(c) for c in blk_letters])
+        if form == "A":
+            tgt = out_res[(tile[0], slice(None), slice(None), *tile[1:])]
+        else:
+            tgt = out_res[tile]
+        res = runner(block, prep, geometry, form, tgt if dtype == cdtype else None, cdtype)
+        if bias_res is not None:
+            res += bias_res
+        if res is not tgt:
+            tgt[...] = res
+    return out
+
+
+#: tiles larger than this gain no GEMM speed and lose cache locality in the im2col copy
+_SPEED_TILE_BYTES = 48 * 2**20
+
+
+def _channels_first(letters: str) -> bool:
+    c = letters.index("C")
+    return all(c < i for i, ch in enumerate(letters) if ch not in "NC")
+
+
+# -- weight preparation -----------------------------------------------------------------------
+
+
+def _prepare_weight(algorithm: str, form: str, wk: np.ndarray):
+    g, o, c = wk.shape[:3]
+    ksz = wk.shape[3:]
+    if algorithm == "im2col":
+        if form == "A":
+            return wk.reshape(g, o, -1)  # (G, O, c*K)
+        # (G, *K, c, O) -> (G, K*c, O)
+        perm = (0, *range(3, wk.ndim), 2, 1)
+        return np.ascontiguousarray(wk.transpose(perm)).reshape(g, -1, o)
+    if algorithm == "per_tap":
+        # per tap: (G, O, c) for A, (G, c, O) for B
+        taps = []
+        for t in np.ndindex(*ksz):
+            wt = wk[(slice(None),) * 3 + t]
+            taps.append(np.ascontiguousarray(wt if form == "A" else wt.transpose(0, 2, 1)))
+        return taps
+    return wk  # direct
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _blasable(a: np.ndarray) -> bool:
+    """True if the last two axes of ``a`` are a row-major matrix BLAS can write."""
+    if a.ndim < 2:
+        return False
+    rs, cs = a.strides[-2:]
+    return cs == a.itemsize and rs >= a.shape[-1] * a.itemsize and rs % a.itemsize == 0
+
+
+def _try_reshape(a: np.ndarray, shape) -> np.ndarray | None:
+    try:
+        return np.reshape(a, shape, copy=False)
+    except ValueError:
+        return None
+
+
+def _tap_views(block: np.ndarray, form: str, geometry: Geometry):
+    """Yield ``(tap_index, view)``: the block shifted by each kernel offset, with the
+    output-position axes strided (letters of the block, no window axes)."""
+    k = geometry.n_spatial
+    axes = tuple(range(3, 3 + k)) if form == "A" else tuple(range(1, 1 + k))
+    win = window_view(block, axes, geometry.kernel_sizes, geometry.strides, geometry.dilations)
+    lead = (slice(None),) * block.ndim
+    for t in np.ndindex(*geometry.kernel_sizes):
+        yield t, win[lead + t]
+
+
+# -- im2col -----------------------------------------------------------------------------------
+
+
+def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
+    k = geometry.n_spatial
+    n = block.shape[0]
+    if form == "A":
+        g, c = block.shape[1:3]
+        win = window_view(
+            block, tuple(range(3, 3 + k)), geometry.kernel_sizes, geometry.strides,
+            geometry.dilations,
+        )  # (n, G, c, *P, *K)
+        pix = win.shape[3 : 3 + k]
+        cols = np.empty((n, g, c, *geometry.kernel_sizes, *pix), dtype=cdtype)
+        perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
+        cols[...] = win.transpose(perm)
+        cols = cols.reshape(n, g, wmat.shape[2], math.prod(pix))
+        o = wmat.shape[1]
+        return _matmul_into(wmat, cols, tgt, (n, g, o, math.prod(pix)), cdtype)
+    g, c = block.shape[-2:]
+    win = window_view(
+        block, tuple(range(1, 1 + k)), geometry.kernel_sizes, geometry.strides, geometry.dilations
+    )  # (n, *P, G, c, *K)
+    pix = win.shape[1 : 1 + k]
+    npix = n * math.prod(pix)
+    cols = np.empty((n, *pix, g, *geometry.kernel_sizes, c), dtype=cdtype)
+    perm = (0, *range(1, 1 + k), 1 + k, *range(3 + k, 3 + 2 * k), 2 + k)
+    cols[...] = win.transpose(perm)
+    cols = cols.reshape(npix, g, wmat.shape[1]).transpose(1, 0, 2)  # (G, nP, Kc)
+    o = wmat.shape[2]
+    return _matmul_b(cols, wmat, tgt, (n, *pix, g, o), cdtype)
+
+
+def _matmul_into(wmat, cols, tgt, shape, cdtype):
+    """Form A: ``(G, O, cK) @ (n, G, cK, P) -> (n, G, O, P)``, into ``tgt`` if it can."""
+    if tgt is not None:
+        view = _try_reshape(tgt, shape)
+        if view is not None and _blasable(view):
+            np.matmul(wmat, cols, out=view)
+            return tgt
+    res = np.matmul(wmat, cols)
+    return res.reshape(shape[:3] + (tgt.shape[3:] if tgt is not None else ())) if tgt is not None \
+        else res
+
+
+def _matmul_b(cols, wmat, tgt, shape, cdtype):
+    """Form B: ``(G, nP, Kc) @ (G, Kc, O) -> (n, *P, G, O)``, into ``tgt`` if it can."""
+    g, o = shape[-2:]
+    npix = math.prod(shape[:-2])
+    if tgt is not None:
+        view = _try_reshape(tgt, (npix, g, o))
+        if view is not None:
+            view = view.transpose(1, 0, 2)
+            if _blasable(view):
+                np.matmul(cols, wmat, out=view)
+                return tgt
+    res = np.empty((npix, g, o), dtype=cdtype)
+    np.matmul(cols, wmat, out=res.transpose(1, 0, 2))
+    return res.reshape(shape)
+
+
+# -- per tap ----------------------------------------------------------------------------------
+
+
+def _flat_geometry(block: np.ndarray, form: str, geometry: Geometry):
+    """For stride 1: ``(pixel_stride, R, Q)`` where the spatial byte strides of ``block`` are
+    ``R[a] * pixel_stride`` and ``Q`` flat positions cover the tile; ``None`` if not flat."""
+    if any(s != 1 for s in geometry.strides):
+        return None
+    k = geometry.n_spatial
+    sp = block.strides[3:] if form == "A" else block.strides[1 : 1 + k]
+    pixel = min(abs(s) for s in sp)
+    if pixel <= 0 or any(s <= 0 or s % pixel for s in sp):
+        return None
+    ratios = tuple(s // pixel for s in sp)
+    sizes = block.shape[3:] if form == "A" else block.shape[1 : 1 + k]
+    pix = tuple(b - e + 1 for b, e in zip(sizes, geometry.extents, strict=True))
+    q = sum((p - 1) * r for p, r in zip(pix, ratios, strict=True)) + 1
+    if q > 2 * math.prod(pix) + 64:
+        return None  # too many discarded positions (a strided or oddly ordered input)
+    return pixel, ratios, q, pix
+
+
+def _run_per_tap(block, wtaps, geometry, form, tgt, cdtype):
+    flat = _flat_geometry(block, form, geometry)
+    if flat is None:
+        return _run_per_tap_gather(block, wtaps, geometry, form, tgt, cdtype)
+    pixel, ratios, q, pix = flat
+    k = geometry.n_spatial
+    n = block.shape[0]
+    st = block.strides
+    itm = np.dtype(cdtype).itemsize
+    if form == "A":
+        g, c = block.shape[1:3]
+        o = wtaps[0].shape[1]
+        acc = np.empty((n, g, o, q), dtype=cdtype)
+        acc_v = acc
+        tmp = np.empty_like(acc) if len(wtaps) > 1 else None
+        shape, strides = (n, g, c, q), (st[0], st[1], st[2], pixel)
+    else:
+        g, c = block.shape[1 + k :]
+        o = wtaps[0].shape[2]
+        acc = np.empty((n, q, g, o), dtype=cdtype)
+        acc_v = acc.transpose(0, 2, 1, 3)  # (n, G, q, O): blasable
+        tmp = np.empty_like(acc).transpose(0, 2, 1, 3) if len(wtaps) > 1 else None
+        shape, strides = (n, g, q, c), (st[0], st[1 + k], pixel, st[2 + k])
+    for i, t in enumerate(np.ndindex(*geometry.kernel_sizes)):
+        start = tuple(ti * d for ti, d in zip(t, geometry.dilations, strict=True))
+        if form == "A":
+            index = (slice(None),) * 3 + start
+            xt = _shifted(block, index, shape, strides)
+            pair = (wtaps[i], xt)
+        else:
+            index = (slice(None),) + start + (slice(None),) * 2
+            xt = _shifted(block, index, shape, strides)
+            pair = (xt, wtaps[i])
+        if i == 0:
+            np.matmul(*pair, out=acc_v)
+        else:
+            np.matmul(*pair, out=tmp)
+            acc_v += tmp
+    if form == "A":
+        res = np.lib.stride_tricks.as_strided(
+            acc, shape=(n, g, o, *pix), strides=acc.strides[:3] + tuple(r * itm for r in ratios),
+            writeable=False,
+        )
+    else:
+        res = np.lib.stride_tricks.as_strided(
+            acc, shape=(n, *pix, g, o),
+            strides=(acc.strides[0], *(r * g * o * itm for r in ratios), o * itm, itm),
+            writeable=False,
+        )
+    if tgt is None:
+        return res.copy()
+    tgt[...] = res
+    return tgt
+
+
+def _shifted(block: np.ndarray, index, shape, strides) -> np.ndarray:
+    """A strided view of ``block``'s memory starting at the element ``block[index]``."""
+    return np.lib.stride_tricks.as_strided(block[index], shape, strides, writeable=False)
+
+
+def _run_per_tap_gather(block, wtaps, geometry, form, tgt, cdtype):
+    """Per tap, gather the shifted view into a contiguous buffer, then one GEMM."""
+    k = geometry.n_spatial
+    acc = tmp = xbuf = None
+    for i, (_, view) in enumerate(_tap_views(block, form, geometry)):
+        if xbuf is None:
+            xbuf = np.empty(view.shape, dtype=cdtype)
+        xbuf[...] = view
+        if form == "A":
+            n, g, c = view.shape[:3]
+            pix = view.shape[3:]
+            xm = xbuf.reshape(n, g, c, -1)
+            if acc is None:
+                acc = np.matmul(wtaps[i], xm)
+                tmp = np.empty_like(acc)
+                continue
+            np.matmul(wtaps[i], xm, out=tmp)
+        else:
+            n, pix, (g, c) = view.shape[0], view.shape[1 : 1 + k], view.shape[1 + k :]
+            o = wtaps[i].shape[2]
+            xm = xbuf.reshape(-1, g, c).transpose(1, 0, 2)  # (G, nP, c)
+            if acc is None:
+                acc = np.empty((xm.shape[1], g, o), dtype=cdtype)
+                tmp = np.empty_like(acc)
+                np.matmul(xm, wtaps[i], out=acc.transpose(1, 0, 2))
+                continue
+            np.matmul(xm, wtaps[i], out=tmp.transpose(1, 0, 2))
+        acc += tmp
+    if form == "A":
+        return acc.reshape(acc.shape[:3] + tuple(pix))
+    return acc.reshape((n, *pix) + acc.shape[1:])
+
+
+# -- direct -----------------------------------------------------------------------------------
+
+
+def _run_direct(block, wk, geometry, form, tgt, cdtype):
+    k = geometry.n_spatial
+    g, o, c = wk.shape[:3]
+    terms = []
+    for t, view in _tap_views(block, form, geometry):
+        for ci in range(c):
+            if form == "A":
+                xv = view[:, :, ci : ci + 1]  # (n, G, 1, *P): broadcasts over O
+                wv = wk[(slice(None), slice(None), ci) + t].reshape((1, g, o) + (1,) * k)
+            else:
+                xv = view[..., ci : ci + 1]  # (n, *P, G, 1)
+                wv = wk[(slice(None), slice(None), ci) + t].reshape((1,) + (1,) * k + (g, o))
+            terms.append((xv, np.ascontiguousarray(wv)))
+    shape = np.broadcast_shapes(terms[0][0].shape, terms[0][1].shape)
+    res = tgt if tgt is not None else np.empty(shape, dtype=cdtype)
+    for start in range(0, len(terms), _TERMS_PER_EVAL):
+        chunk = terms[start : start + _TERMS_PER_EVAL]
+        names = {}
+        expr = []
+        for j, (xv, wv) in enumerate(chunk):
+            names[f"x{j}"], names[f"w{j}"] = xv, wv
+            expr.append(f"x{j} * w{j}")
+        if start:
+            names["acc"] = res
+            expr.insert(0, "acc")
+        ne.evaluate(" + ".join(expr), local_dict=names, out=res, casting="same_kind")
+    return res
+
+
+_RUNNERS = {"im2col": _run_im2col, "per_tap": _run_per_tap, "direct": _run_direct}
