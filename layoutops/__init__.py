@@ -36,6 +36,12 @@ from .layouts import (
 # -- conv (ops/conv.py) --
 from .ops.conv import conv, conv1d, conv2d, conv3d, depthwise_conv2d
 # -- conv_transpose (ops/conv_transpose.py) --
+from .ops.conv_transpose import (
+    conv_transpose,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+)
 # -- pooling (ops/pool.py) and patches (ops/patches.py) --
 # -- gradients (ops/grad.py) --
 

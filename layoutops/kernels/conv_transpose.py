@@ -1,0 +1,187 @@
+"""Transposed convolution as a GEMM over the input followed by a col2im scatter-add.
+
+For one tile of the input (a batch chunk times a block of input positions) the kernel computes
+``cols = x_tile @ W`` — per group, a ``(pixels x C_in/g) @ (C_in/g x C_out/g * prod(k))``
+product, one BLAS call through `opt_einsum` — and then, for every kernel tap ``t``, adds the
+slice ``cols[..., t]`` into the strided view ``out[..., t*d - crop : ... : s, ...]``. Tap
+ranges are clipped per axis against the (already cropped) output, so the output is allocated
+once at its final size and nothing outside it is ever computed into: no zero-inserted input,
+no uncropped intermediate. Neighbouring input tiles write overlapping output regions; the
+tiles run one after the other and accumulate.
+
+The geometry is a `Geometry` whose ``pads`` are *crops* ``(begin, end)`` of the full
+(uncropped) transposed-conv output — an ``end`` below 0 means positions appended at the end,
+which no tap reaches (they keep only the bias). ``out_sizes`` are the final sizes.
+
+Everything here takes plain arrays, letter strings and tuples; the argument checks live in
+``ops/conv_transpose.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import numpy as np
+import opt_einsum
+
+from .geometry import Geometry
+from .plan import split_tiles
+
+__all__ = ["conv_transpose_scatter", "tap_ranges"]
+
+#: a group loop with BLAS calls pays off when a group's GEMM has at least this many weights
+_GROUP_LOOP_MIN_WEIGHTS = 64
+
+
+@functools.lru_cache(maxsize=256)
+def _expression(subscripts: str, *shapes: tuple[int, ...]):
+    return opt_einsum.contract_expression(subscripts, *shapes)
+
+
+@functools.lru_cache(maxsize=256)
+def tap_ranges(geometry: Geometry, axis: int, in_start: int, in_stop: int):
+    """Per kernel tap along ``axis``: the input positions of ``[in_start, in_stop)`` that land in
+    the output, and where, as ``(tap, first_local, stop_local, out_start, out_stop)`` tuples;
+    taps that miss the output are left out.
+
+    Input position ``i`` and tap ``t`` land at ``i * stride + t * dilation - crop_begin``.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.geometry import Geometry
+    >>> from layoutops.kernels.conv_transpose import tap_ranges
+    >>> g = Geometry((3,), (3,), (2,), (1,), ((1, 1),), (5,))
+    >>> tap_ranges(g, 0, 0, 3)
+    ((0, 1, 3, 1, 4), (1, 0, 3, 0, 5), (2, 0, 2, 1, 4))
+    """
+    s, d = geometry.strides[axis], geometry.dilations[axis]
+    crop = geometry.pads[axis][0]
+    size = geometry.out_sizes[axis]
+    result = []
+    for t in range(geometry.kernel_sizes[axis]):
+        shift = t * d - crop
+        lo = max(in_start, -(shift // s))  # ceil(-shift / s): first i with i*s + shift >= 0
+        hi = min(in_stop, (size - 1 - shift) // s + 1)
+        if lo >= hi:
+            continue
+        start = lo * s + shift
+        result.append((t, lo - in_start, hi - in_start, start, (hi - 1) * s + shift + 1))
+    return tuple(result)
+
+
+def _subscripts(x_letters: str, w_letters: str, out_letters: str, spatial: str, grouped: bool):
+    """Einsum subscripts ``x, w -> cols`` (cols: the output's grouped letters + tap letters)."""
+    drop = "" if grouped else "G"
+
+    def sub(letters, mapping):
+        return "".join(mapping.get(c, c.lower()) for c in letters if c not in drop)
+
+    taps = {c: c for c in spatial}  # upper case: tap axes; lower case: positions
+    x_sub = sub(x_letters, {"N": "n", "G": "g", "C": "c"})
+    w_sub = sub(w_letters, {"G": "g", "I": "c", "O": "o", **taps})
+    out_sub = sub(out_letters, {"N": "n", "G": "g", "O": "o"})
+    return f"{x_sub},{w_sub}->{out_sub}{spatial}"
+
+
+def conv_transpose_scatter(
+    x_grouped: np.ndarray,
+    x_letters: str,
+    w_grouped: np.ndarray,
+    w_letters: str,
+    out_grouped: np.ndarray,
+    out_letters: str,
+    spatial: str,
+    geometry: Geometry,
+    *,
+    limit: int | None = None,
+) -> np.ndarray:
+    """Accumulate the transposed convolution of ``x_grouped`` with ``w_grouped`` into
+    ``out_grouped`` (in place) and return it.
+
+    Parameters
+    ----------
+    x_grouped, x_letters : ndarray, str
+        The input with its channel axis split as ``G, C`` (letters such as ``NGCHW``).
+    w_grouped, w_letters : ndarray, str
+        The kernel with a ``G`` axis, ``I`` and ``O`` per group (e.g. ``GIOHW``, ``HWOGI``),
+        already in the compute dtype.
+    out_grouped, out_letters : ndarray, str
+        The preallocated output (compute dtype, zero or bias-filled) with ``C`` split as
+        ``G, O`` (e.g. ``NGOHW``); written through, so it must be a writeable view.
+    spatial : str
+        The spatial letters in the order of the per-axis values of ``geometry``.
+    geometry : Geometry
+        Input, kernel sizes, strides, dilations, crops and output sizes (see the module
+        docstring).
+    limit : int, optional
+        Workspace bytes per tile (default: the current workspace limit).
+    """
+    n_axis = x_letters.index("N")
+    g_axis_x = x_letters.index("G")
+    x_axes = tuple(x_letters.index(c) for c in spatial)
+    out_axes = tuple(out_letters.index(c) for c in spatial)
+    g_axis_out = out_letters.index("G")
+    n_axis_out = out_letters.index("N")
+    groups = x_grouped.shape[g_axis_x]
+    c_per = x_grouped.shape[x_letters.index("C")]
+    o_per = out_grouped.shape[out_letters.index("O")]
+    n_taps = math.prod(geometry.kernel_sizes)
+    cdtype = out_grouped.dtype
+    loop_groups = groups == 1 or c_per * o_per >= _GROUP_LOOP_MIN_WEIGHTS
+    per_call = o_per if loop_groups else o_per * groups
+    item = cdtype.itemsize
+    cast = x_grouped.dtype != cdtype
+
+    def cost(tile):
+        pixels = math.prod(tile)
+        # the cols buffer (and a transposed copy einsum may make) + the cast input tile
+        return item * pixels * (2 * per_call * n_taps + (2 if cast else 1) * c_per * groups)
+
+    if loop_groups:
+        subscripts = _subscripts(
+            x_letters, w_letters, out_letters.replace("G", ""), spatial, grouped=False
+        )
+        g_axis_w = w_letters.index("G")
+        w_parts = [np.take(w_grouped, g, axis=g_axis_w) for g in range(groups)]
+    else:
+        subscripts = _subscripts(x_letters, w_letters, out_letters, spatial, grouped=True)
+        w_parts = [w_grouped]
+
+    # the cols axes: the output's letters (without G when looping over groups), then the taps
+    col_letters = out_letters.replace("G", "") if loop_groups else out_letters
+    col_axes = tuple(col_letters.index(c) for c in spatial)
+    n_lead = len(col_letters)
+
+    shape = (x_grouped.shape[n_axis], *geometry.in_sizes)
+    for tile in split_tiles(shape, cost, limit):
+        index = [slice(None)] * x_grouped.ndim
+        index[n_axis] = tile[0]
+        for ax, sl in zip(x_axes, tile[1:], strict=True):
+            index[ax] = sl
+        x_tile = x_grouped[tuple(index)]
+        if cast:
+            x_tile = x_tile.astype(cdtype)
+        per_axis = [tap_ranges(geometry, i, sl.start, sl.stop) for i, sl in enumerate(tile[1:])]
+        if any(not r for r in per_axis):
+            continue
+        for g, w_part in enumerate(w_parts):
+            if loop_groups:
+                operand = np.take(x_tile, g, axis=g_axis_x)
+            else:
+                operand = x_tile
+            expr = _expression(subscripts, operand.shape, w_part.shape)
+            cols = expr(operand, w_part)
+            out_index = [slice(None)] * out_grouped.ndim
+            out_index[n_axis_out] = tile[0]
+            if loop_groups:
+                out_index[g_axis_out] = g
+            col_index = [slice(None)] * cols.ndim
+            for taps in itertools.product(*per_axis):
+                for i, (t, lo, hi, o_start, o_stop) in enumerate(taps):
+                    out_index[out_axes[i]] = slice(o_start, o_stop, geometry.strides[i])
+                    col_index[col_axes[i]] = slice(lo, hi)
+                    col_index[n_lead + i] = t
+                out_grouped[tuple(out_index)] += cols[tuple(col_index)]
+    return out_grouped
