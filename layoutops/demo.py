@@ -135,8 +135,8 @@ def tf_weights(tw: dict[str, np.ndarray], fc_hw: tuple[int, int]) -> tuple[dict,
 
     def convert(name, op, groups=None):
         w = tw[name]
-        src = lo.Layout(_FRAMEWORK_KERNEL[("torch", op)])
-        dst = lo.Layout(_FRAMEWORK_KERNEL[("tf", op)])
+        src = lo.framework_layout("torch", op)
+        dst = lo.framework_layout("tf", op)
         out[name] = lo.convert_weight(w, op, "torch", "tf", groups=groups)
         label = op if groups is None or op == "depthwise" else f"{op} groups={groups}"
         log.append((name, label, w.shape, src.spec, out[name].shape, dst.spec))
@@ -158,16 +158,6 @@ def tf_weights(tw: dict[str, np.ndarray], fc_hw: tuple[int, int]) -> tuple[dict,
         if name.endswith(".bias"):
             out[name] = value
     return out, log
-
-
-_FRAMEWORK_KERNEL = {
-    ("torch", "conv"): "OIHW",
-    ("torch", "depthwise"): "OIHW",
-    ("torch", "conv_transpose"): "IOHW",
-    ("tf", "conv"): "HWIO",
-    ("tf", "depthwise"): "HWCM",
-    ("tf", "conv_transpose"): "HWOI",
-}
 
 
 def build_network(size: int = 32, seed: int = 0, dtype=np.float32):
