@@ -43,6 +43,26 @@ from .ops.conv_transpose import (
     conv_transpose3d,
 )
 # -- pooling (ops/pool.py) and patches (ops/patches.py) --
+from .ops.pool import (
+    adaptive_avg_pool,
+    adaptive_max_pool,
+    avg_pool,
+    avg_pool1d,
+    avg_pool2d,
+    avg_pool3d,
+    global_avg_pool,
+    global_lp_pool,
+    global_max_pool,
+    lp_pool,
+    lp_pool1d,
+    lp_pool2d,
+    lp_pool3d,
+    max_pool,
+    max_pool1d,
+    max_pool2d,
+    max_pool3d,
+    max_unpool,
+)
 # -- gradients (ops/grad.py) --
 
 __version__ = "0.1.0"

@@ -1,0 +1,516 @@
+"""Pooling kernels: running reductions over kernel offsets, tile by tile, in any layout.
+
+Every windowed pool here is a loop over the kernel offsets in window order (row-major over
+the spatial axes, in the layout's spatial order). For one offset, the outputs whose tap lies
+inside the input form a box (a contiguous range of outputs per axis), and the taps they read
+are one strided slice of the input: the reduction is one ufunc call per offset on the
+output tile (``np.maximum``, ``np.add`` or a masked copy for arg-max). Padding is therefore
+never materialised and never value-filled: a padded cell simply takes no part, which is what
+max pooling needs (a uint8 0 must not lose to a padding cell) and what the averages need
+(padding adds 0; the divisor is computed per axis as the outer product of 1-D tap counts).
+
+The output is split into tiles with `split_tiles` (outermost array axis first, in the
+layout's own axis order), so temporaries stay within the workspace limit and the running
+output tile stays small enough to be reused from cache. No kernel transposes its input: the
+layout is only a list of axis positions.
+
+Kernels receive validated plain values (arrays, axis positions, a `Geometry`); the argument
+checks live in ``layoutops.ops.pool``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import numpy as np
+
+from .geometry import Geometry
+from .plan import get_workspace_limit, split_tiles
+
+__all__ = [
+    "pool_output_shape",
+    "plane_strides",
+    "lowest_value",
+    "tap_ranges",
+    "max_pool",
+    "avg_pool",
+    "lp_pool",
+    "adaptive_bins",
+    "adaptive_avg_pool",
+    "adaptive_max_pool",
+    "max_unpool",
+]
+
+#: upper bound of the bytes one tile of a running reduction touches, so that the output tile
+#: it updates once per kernel offset stays in cache (the workspace limit may be lower)
+CACHE_TILE_BYTES = 1 << 20
+
+
+def _tile_limit() -> int:
+    return min(get_workspace_limit(), CACHE_TILE_BYTES)
+
+
+def pool_output_shape(shape, axes, out_sizes) -> tuple[int, ...]:
+    """``shape`` with the sizes of ``axes`` replaced by ``out_sizes``."""
+    out = list(shape)
+    for ax, size in zip(axes, out_sizes, strict=True):
+        out[ax] = int(size)
+    return tuple(out)
+
+
+def plane_strides(sizes) -> tuple[int, ...]:
+    """Row-major strides (in elements) of a spatial plane of ``sizes``.
+
+    >>> from layoutops.kernels.pool import plane_strides
+    >>> plane_strides((3, 4, 5))
+    (20, 5, 1)
+    """
+    strides = []
+    acc = 1
+    for size in reversed(sizes):
+        strides.append(acc)
+        acc *= int(size)
+    return tuple(reversed(strides))
+
+
+def lowest_value(dtype):
+    """The smallest value of ``dtype``: ``-inf`` for floats, the minimum for ints, False."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return False
+    if dtype.kind in "iu":
+        return np.iinfo(dtype).min
+    return -np.inf
+
+
+def _is_floating(dtype) -> bool:
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype.name == "bfloat16"
+
+
+@functools.lru_cache(maxsize=4096)
+def tap_ranges(
+    n_in: int, k: int, s: int, d: int, pad_begin: int, o_lo: int, o_hi: int
+) -> tuple[tuple[int, int, int] | None, ...]:
+    """Per kernel offset ``j``: the outputs ``[a, b)`` within ``[o_lo, o_hi)`` whose tap
+    ``o * s - pad_begin + j * d`` lies inside ``[0, n_in)``, and the input position of
+    output ``a``; ``None`` when no output of the range reads inside the input at offset ``j``.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.pool import tap_ranges
+    >>> tap_ranges(5, 3, 2, 1, 1, 0, 3)   # in 5, k 3, stride 2, pad 1: outputs 0..2
+    ((1, 3, 1), (0, 3, 0), (0, 2, 1))
+    """
+    result = []
+    for j in range(k):
+        off = j * d - pad_begin
+        a = max(o_lo, -(off // s))  # smallest o with o * s + off >= 0
+        b = min(o_hi, (n_in - 1 - off) // s + 1)  # one past the largest o inside the input
+        result.append((a, b, a * s + off) if a < b else None)
+    return tuple(result)
+
+
+def _boxes(geom: Geometry, ranges):
+    """The taps of a tile in window order: tuples of per-axis ``(j, a, b, p0)``, in-bounds only.
+
+    ``ranges``: per spatial axis the output range ``(o_lo, o_hi)`` of the tile.
+    """
+    per_axis = []
+    for i, (o_lo, o_hi) in enumerate(ranges):
+        taps = tap_ranges(
+            geom.in_sizes[i], geom.kernel_sizes[i], geom.strides[i], geom.dilations[i],
+            geom.pads[i][0], o_lo, o_hi,
+        )
+        per_axis.append([(j, *t) for j, t in enumerate(taps) if t is not None])
+    return itertools.product(*per_axis)
+
+
+def _in_bounds_span(geom: Geometry, i: int, o_lo: int, o_hi: int) -> tuple[int, int]:
+    lo, hi = geom.input_span(i, o_lo, o_hi)
+    return max(lo, 0), min(hi, geom.in_sizes[i])
+
+
+def _block_elems(geom: Geometry, axes, tile_shape) -> int:
+    """Worst-case element count of the in-bounds input block a tile of ``tile_shape`` reads."""
+    n = math.prod(tile_shape)
+    for i, ax in enumerate(axes):
+        t = tile_shape[ax]
+        span = min(geom.in_sizes[i], (t - 1) * geom.strides[i] + geom.extents[i])
+        n = n // max(t, 1) * span
+    return n
+
+
+def _index_pieces(tile, axes, strides, box, origin=None):
+    """(index into the output tile, index into the source) of one tap ``box``.
+
+    The source is ``x`` itself when ``origin`` is None (non-spatial axes take the tile's
+    slices), else a block holding exactly the tile's non-spatial range and, per spatial axis,
+    the input positions from ``origin[i]`` on.
+    """
+    dst = [slice(None)] * len(tile)
+    src = list(tile) if origin is None else [slice(None)] * len(tile)
+    for i, ax in enumerate(axes):
+        _, a, b, p0 = box[i]
+        s = strides[i]
+        o_lo = tile[ax].start
+        dst[ax] = slice(a - o_lo, b - o_lo)
+        if origin is not None:
+            p0 -= origin[i]
+        src[ax] = slice(p0, p0 + (b - a - 1) * s + 1, s)
+    return tuple(dst), tuple(src)
+
+
+def _tap_positions(box, axes, ndim, strides, pstrides):
+    """Broadcastable int64 flat plane indices of the taps of one box (for arg-max)."""
+    flat = 0
+    for i, ax in enumerate(axes):
+        _, a, b, p0 = box[i]
+        shape = [1] * ndim
+        shape[ax] = b - a
+        pos = p0 + strides[i] * np.arange(b - a, dtype=np.int64)
+        flat = flat + (pos * pstrides[i]).reshape(shape)
+    return flat
+
+
+def _first_in_bounds(geom: Geometry, axes, tile, ndim, pstrides):
+    """Flat plane index of the first in-bounds tap of every output of the tile."""
+    flat = 0
+    for i, ax in enumerate(axes):
+        o = np.arange(tile[ax].start, tile[ax].stop, dtype=np.int64)
+        start = o * geom.strides[i] - geom.pads[i][0]
+        d = geom.dilations[i]
+        j = np.maximum(0, -(start // d))  # ceil(-start / d) for start < 0, else 0
+        shape = [1] * ndim
+        shape[ax] = o.size
+        flat = flat + ((start + j * d) * pstrides[i]).reshape(shape)
+    return flat
+
+
+def _in_bounds_region(geom: Geometry, axes, tile):
+    """The tile's slices with each spatial axis replaced by the in-bounds input span it reads;
+    and the span starts."""
+    region = list(tile)
+    origin = []
+    for i, ax in enumerate(axes):
+        lo, hi = _in_bounds_span(geom, i, tile[ax].start, tile[ax].stop)
+        region[ax] = slice(lo, hi)
+        origin.append(lo)
+    return tuple(region), tuple(origin)
+
+
+def max_pool(
+    x: np.ndarray, axes: tuple[int, ...], geom: Geometry, *, return_indices: bool = False
+):
+    """Max pooling of ``x`` over its spatial ``axes`` (any layout, any numeric dtype).
+
+    Returns ``out`` or ``(out, indices)``; indices are int64 flat row-major positions in the
+    unpadded spatial plane (in the order of ``axes``). Ties: the first in-bounds cell in
+    window order; NaN: the output is NaN, with the index of the last NaN in window order.
+    Each output window must hold at least one in-bounds tap (the caller checks).
+    """
+    out = np.empty(pool_output_shape(x.shape, axes, geom.out_sizes), x.dtype)
+    idx = np.empty(out.shape, np.int64) if return_indices else None
+    if out.size == 0:
+        return (out, idx) if return_indices else out
+    ndim = x.ndim
+    init = lowest_value(x.dtype)
+    floating = _is_floating(x.dtype)
+    pstrides = plane_strides(geom.in_sizes)
+    per_elem = x.dtype.itemsize + (8 + 2 if return_indices else 0)
+
+    def cost(t):
+        return math.prod(t) * per_elem
+
+    for tile in split_tiles(out.shape, cost, _tile_limit()):
+        o_t = out[tile]
+        if o_t.size == 0:
+            continue
+        o_t.fill(init)
+        ranges = [(tile[ax].start, tile[ax].stop) for ax in axes]
+        if not return_indices:
+            for box in _boxes(geom, ranges):
+                dst, src = _index_pieces(tile, axes, geom.strides, box)
+                c = o_t[dst]
+                np.maximum(c, x[src], out=c)
+            continue
+        i_t = idx[tile]
+        i_t[...] = _first_in_bounds(geom, axes, tile, ndim, pstrides)
+        mask = np.empty(o_t.shape, bool)
+        nan_buf = None
+        if floating:
+            region, _ = _in_bounds_region(geom, axes, tile)
+            if np.isnan(np.max(x[region])):
+                nan_buf = np.empty(o_t.shape, bool)
+        for box in _boxes(geom, ranges):
+            dst, src = _index_pieces(tile, axes, geom.strides, box)
+            v = x[src]
+            c = o_t[dst]
+            m = mask[dst]
+            np.greater(v, c, out=m)
+            if nan_buf is not None:
+                nb = nan_buf[dst]
+                np.isnan(v, out=nb)
+                np.logical_or(m, nb, out=m)
+            np.copyto(c, v, where=m)
+            np.copyto(i_t[dst], _tap_positions(box, axes, ndim, geom.strides, pstrides), where=m)
+    return (out, idx) if return_indices else out
+
+
+def _axis_counts(geom: Geometry, i: int, o_lo: int, o_hi: int, lo: int, hi: int) -> np.ndarray:
+    """Per output in ``[o_lo, o_hi)``: how many taps along axis ``i`` fall inside ``[lo, hi)``."""
+    o = np.arange(o_lo, o_hi, dtype=np.int64)[:, None]
+    pos = o * geom.strides[i] - geom.pads[i][0] + np.arange(geom.kernel_sizes[i]) * (
+        geom.dilations[i]
+    )
+    return ((pos >= lo) & (pos < hi)).sum(axis=1)
+
+
+def _divisor(geom: Geometry, axes, tile, ndim, count_include_pad: bool, dtype):
+    """The avg-pool divisor of a tile: the outer product of per-axis tap counts."""
+    div = np.ones((1,) * ndim, dtype)
+    for i, ax in enumerate(axes):
+        n_in = geom.in_sizes[i]
+        lo, hi = (-geom.pads[i][0], n_in + geom.pads[i][1]) if count_include_pad else (0, n_in)
+        counts = _axis_counts(geom, i, tile[ax].start, tile[ax].stop, lo, hi)
+        shape = [1] * ndim
+        shape[ax] = counts.size
+        div = div * counts.astype(dtype).reshape(shape)
+    return div
+
+
+def _sum_pool(x, axes, geom, dtype, compute_dtype, transform, finish):
+    """Shared driver of avg / lp pooling.
+
+    Per tile: the in-bounds input block, passed through ``transform`` (a cast, ``|x|^p``)
+    into ``compute_dtype`` unless the input can be summed as it is; a running sum over the
+    taps; then ``finish(acc, tile)`` in place (the divisor, the root).
+    """
+    out = np.empty(pool_output_shape(x.shape, axes, geom.out_sizes), dtype)
+    if out.size == 0:
+        return out
+    compute_dtype = np.dtype(compute_dtype)
+    direct = transform is None and x.dtype == compute_dtype == out.dtype
+    csize = compute_dtype.itemsize
+    if transform is None:
+        def transform(block):
+            return block.astype(compute_dtype)
+
+    def cost(t):
+        if direct:
+            return math.prod(t) * csize
+        return (math.prod(t) + _block_elems(geom, axes, t)) * csize
+
+    for tile in split_tiles(out.shape, cost, _tile_limit()):
+        o_t = out[tile]
+        if o_t.size == 0:
+            continue
+        ranges = [(tile[ax].start, tile[ax].stop) for ax in axes]
+        if direct:
+            src_arr, origin, acc = x, None, o_t
+        else:
+            region, origin = _in_bounds_region(geom, axes, tile)
+            src_arr = transform(x[region])
+            acc = np.empty(o_t.shape, compute_dtype)
+        acc.fill(0)
+        for box in _boxes(geom, ranges):
+            dst, src = _index_pieces(tile, axes, geom.strides, box, origin)
+            c = acc[dst]
+            np.add(c, src_arr[src], out=c)
+        finish(acc, tile)
+        if not direct:
+            o_t[...] = acc
+    return out
+
+
+def avg_pool(
+    x: np.ndarray,
+    axes: tuple[int, ...],
+    geom: Geometry,
+    *,
+    count_include_pad: bool = True,
+    divisor_override=None,
+    dtype=None,
+    compute_dtype=None,
+):
+    """Average pooling (float input). The divisor counts the taps inside input + padding
+    (``count_include_pad``; never the ceil_mode overhang) or inside the input, unless
+    ``divisor_override`` is given."""
+    dtype = np.dtype(x.dtype if dtype is None else dtype)
+    compute_dtype = np.dtype(dtype if compute_dtype is None else compute_dtype)
+    ndim = x.ndim
+
+    def finish(acc, tile):
+        if divisor_override is not None:
+            acc /= compute_dtype.type(divisor_override)
+        else:
+            acc /= _divisor(geom, axes, tile, ndim, count_include_pad, compute_dtype)
+
+    return _sum_pool(x, axes, geom, dtype, compute_dtype, None, finish)
+
+
+def lp_pool(
+    x: np.ndarray,
+    axes: tuple[int, ...],
+    geom: Geometry,
+    p: float,
+    *,
+    dtype=None,
+    compute_dtype=None,
+):
+    """Lp pooling: ``(sum |x|^p) ** (1/p)`` over the in-bounds taps of each window."""
+    dtype = np.dtype(x.dtype if dtype is None else dtype)
+    compute_dtype = np.dtype(dtype if compute_dtype is None else compute_dtype)
+    p = float(p)
+
+    def transform(block):
+        y = block.astype(compute_dtype)
+        if p == 2.0:
+            np.multiply(y, y, out=y)
+        else:
+            np.abs(y, out=y)
+            if p != 1.0:
+                np.power(y, compute_dtype.type(p), out=y)
+        return y
+
+    def finish(acc, tile):
+        if p == 2.0:
+            np.sqrt(acc, out=acc)
+        elif p != 1.0:
+            np.power(acc, compute_dtype.type(1.0 / p), out=acc)
+
+    return _sum_pool(x, axes, geom, dtype, compute_dtype, transform, finish)
+
+
+def adaptive_bins(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's adaptive-pool bins: ``start = floor(i*in/out)``, ``end = ceil((i+1)*in/out)``.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.pool import adaptive_bins
+    >>> [b.tolist() for b in adaptive_bins(5, 3)]
+    [[0, 1, 3], [2, 4, 5]]
+    """
+    i = np.arange(n_out, dtype=np.int64)
+    start = (i * n_in) // n_out
+    end = -((-(i + 1) * n_in) // n_out)
+    return start, end
+
+
+def _nonspatial_tiles(shape, axes, cost):
+    """Tiles over the non-spatial axes only (every spatial axis whole)."""
+    others = [ax for ax in range(len(shape)) if ax not in axes]
+    sub = tuple(shape[ax] for ax in others)
+    spatial = math.prod(shape[ax] for ax in axes)
+    for sub_tile in split_tiles(sub, lambda t: cost(math.prod(t) * spatial)):
+        tile = [slice(None)] * len(shape)
+        for ax, sl in zip(others, sub_tile, strict=True):
+            tile[ax] = sl
+        yield tuple(tile)
+
+
+def _along(arr_1d, ax, ndim):
+    shape = [1] * ndim
+    shape[ax] = arr_1d.size
+    return arr_1d.reshape(shape)
+
+
+def adaptive_avg_pool(
+    x: np.ndarray, axes: tuple[int, ...], out_sizes: tuple[int, ...], *, dtype, compute_dtype
+):
+    """Adaptive average pooling, separably: one bin-averaging pass per spatial axis."""
+    out = np.empty(pool_output_shape(x.shape, axes, out_sizes), dtype)
+    if out.size == 0:
+        return out
+    ndim = x.ndim
+    csize = np.dtype(compute_dtype).itemsize
+    for tile in _nonspatial_tiles(x.shape, axes, lambda n: 3 * n * csize):
+        cur = x[tile]
+        for i, ax in enumerate(axes):
+            start, end = adaptive_bins(x.shape[ax], out_sizes[i])
+            length = end - start
+            acc = np.zeros(pool_output_shape(cur.shape, (ax,), (out_sizes[i],)), compute_dtype)
+            for j in range(int(length.max())):
+                pick = np.minimum(start + j, end - 1)
+                valid = _along(start + j < end, ax, ndim)
+                np.add(acc, np.take(cur, pick, axis=ax), out=acc, where=valid)
+            acc /= _along(length.astype(compute_dtype), ax, ndim)
+            cur = acc
+        out[tile] = cur
+    return out
+
+
+def adaptive_max_pool(
+    x: np.ndarray, axes: tuple[int, ...], out_sizes: tuple[int, ...], *, return_indices=False
+):
+    """Adaptive max pooling, separably from the last spatial axis to the first, carrying the
+    partial flat index: the result is the first maximum in row-major window order, or the
+    last NaN (PyTorch CPU's rule)."""
+    out = np.empty(pool_output_shape(x.shape, axes, out_sizes), x.dtype)
+    idx = np.empty(out.shape, np.int64) if return_indices else None
+    if out.size == 0:
+        return (out, idx) if return_indices else out
+    ndim = x.ndim
+    floating = _is_floating(x.dtype)
+    pstrides = plane_strides(tuple(x.shape[ax] for ax in axes))
+    per = 3 * (x.dtype.itemsize + (9 if return_indices else 0))
+    for tile in _nonspatial_tiles(x.shape, axes, lambda n: n * per):
+        cur = x[tile]
+        cur_idx = np.zeros((1,) * ndim, np.int64) if return_indices else None
+        for i in reversed(range(len(axes))):
+            ax = axes[i]
+            start, end = adaptive_bins(x.shape[ax], out_sizes[i])
+            best = best_idx = None
+            for j in range(int((end - start).max())):
+                pick = np.minimum(start + j, end - 1)  # a repeated last cell changes nothing
+                v = np.take(cur, pick, axis=ax)
+                if return_indices:
+                    vi = np.take(cur_idx, pick, axis=ax) if cur_idx.shape[ax] > 1 else cur_idx
+                    vi = vi + _along(pick * pstrides[i], ax, ndim)
+                if best is None:
+                    best = v
+                    if return_indices:
+                        best_idx = np.array(np.broadcast_to(vi, v.shape))
+                    continue
+                if not return_indices:
+                    np.maximum(best, v, out=best)
+                    continue
+                m = v > best
+                if floating:
+                    m |= np.isnan(v)
+                np.copyto(best, v, where=m)
+                np.copyto(best_idx, vi, where=m)
+            cur, cur_idx = best, best_idx
+        out[tile] = cur
+        if return_indices:
+            idx[tile] = cur_idx
+    return (out, idx) if return_indices else out
+
+
+def max_unpool(
+    x: np.ndarray, indices: np.ndarray, axes: tuple[int, ...], out_sizes: tuple[int, ...]
+) -> np.ndarray:
+    """Scatter ``x`` into zeros of spatial size ``out_sizes`` at the flat plane ``indices``
+    (validated by the caller to lie in ``[0, prod(out_sizes))``)."""
+    out = np.zeros(pool_output_shape(x.shape, axes, out_sizes), x.dtype)
+    if x.size == 0:
+        return out
+    ndim = x.ndim
+    flat_out = out.reshape(-1)
+    elem = [st // out.itemsize for st in out.strides]
+    pstrides = plane_strides(out_sizes)
+    for tile in split_tiles(x.shape, lambda t: math.prod(t) * 24, _tile_limit()):
+        ind = indices[tile].astype(np.int64, copy=False)
+        if ind.size == 0:
+            continue
+        target = np.zeros(ind.shape, np.int64)
+        for ax in range(ndim):
+            if ax not in axes:
+                pos = np.arange(tile[ax].start, tile[ax].stop, dtype=np.int64)
+                target += _along(pos * elem[ax], ax, ndim)
+        for i, ax in enumerate(axes):
+            target += (ind // pstrides[i]) % out_sizes[i] * elem[ax]
+        flat_out[target.reshape(-1)] = x[tile].reshape(-1)
+    return out
