@@ -64,5 +64,16 @@ from .ops.pool import (
     max_unpool,
 )
 # -- gradients (ops/grad.py) --
+from .ops.grad import (
+    ConvGrads,
+    PoolGrads,
+    adaptive_avg_pool_backward,
+    adaptive_max_pool_backward,
+    avg_pool_backward,
+    conv_backward,
+    conv_transpose_backward,
+    lp_pool_backward,
+    max_pool_backward,
+)
 
 __version__ = "0.1.0"

@@ -1,0 +1,307 @@
+"""Gradients: finite differences in float64 over generated grids, adjoint identities, a plain
+loop reference, layout invariance, ``needs=`` skipping and argument errors."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import zlib
+
+import numpy as np
+import pytest
+
+import layoutops as lo
+
+CF = {1: "NCW", 2: "NCHW", 3: "NCDHW"}
+CL = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
+EPS = 1e-3
+
+
+def _cl(a):
+    """channels-first -> channels-last (N, C, *S) -> (N, *S, C)."""
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+
+def _cf(a):
+    return np.ascontiguousarray(np.moveaxis(a, -1, 1))
+
+
+def _kernel_cl(w):
+    """(O, I, *K) -> (*K, I, O): OIHW -> HWIO (and IOHW -> HWOI)."""
+    return np.ascontiguousarray(np.moveaxis(w, (0, 1), (-1, -2)))
+
+
+def _kernel_cf(w):
+    return np.ascontiguousarray(np.moveaxis(w, (-1, -2), (0, 1)))
+
+
+def _fd(f, args, index, v):
+    """Central difference of the scalar f along ``v`` in argument ``index``."""
+    plus = list(args)
+    minus = list(args)
+    plus[index] = args[index] + EPS * v
+    minus[index] = args[index] - EPS * v
+    return (f(*plus) - f(*minus)) / (2 * EPS)
+
+
+def _check_fd(f, args, grads, rng, rtol=1e-6, atol=1e-8):
+    for i, (a, gr) in enumerate(zip(args, grads, strict=True)):
+        if gr is None:
+            continue
+        assert gr.shape == a.shape and gr.dtype == np.float64
+        v = rng.standard_normal(a.shape)
+        np.testing.assert_allclose(np.vdot(gr, v), _fd(f, args, i, v), rtol=rtol, atol=atol)
+
+
+# -- conv -------------------------------------------------------------------------------------
+
+
+def _conv_cases():
+    rng = random.Random(6)
+    strides = [1, 2, (2, 1), 3]
+    dilations = [1, 2, (1, 2)]
+    groups = [1, 2]
+    paddings = [0, 1, (1, 2, 0, 1), "same", "same_lower", "valid"]
+    modes = ["zeros", "reflect", "replicate", "circular"]
+    grid = list(itertools.product(strides, dilations, groups, paddings, modes))
+    cases = rng.sample(grid, 24)
+    # a few fixed edge cases: stride > kernel, even/odd sizes, 1-D and 3-D
+    return [
+        dict(shape=(2, 4, 7, 6), k=(3, 2), stride=s, dilation=d, groups=g, padding=p,
+             padding_mode=m)
+        for s, d, g, p, m in cases
+    ] + [
+        dict(shape=(1, 2, 8, 5), k=(2, 2), stride=3, dilation=1, groups=1, padding=(0, 1),
+             padding_mode="zeros"),
+        dict(shape=(2, 2, 9), k=(3,), stride=2, dilation=2, groups=2, padding=(2, 1),
+             padding_mode="reflect"),
+        dict(shape=(1, 2, 4, 5, 4), k=(2, 3, 2), stride=(1, 2, 2), dilation=1, groups=1,
+             padding="same", padding_mode="circular"),
+    ]
+
+
+@pytest.mark.parametrize("case", _conv_cases(), ids=lambda c: str(tuple(c.values())[1:]))
+@pytest.mark.parametrize("channels_last", [False, True], ids=["cf", "cl"])
+def test_conv_backward_finite_differences(case, channels_last):
+    case = dict(case)
+    rng = np.random.default_rng(zlib.crc32(str(case).encode()))
+    shape, k = case.pop("shape"), case.pop("k")
+    n_sp = len(k)
+    c_in, c_out = shape[1], 2 * case["groups"]
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((c_out, c_in // case["groups"], *k))
+    b = rng.standard_normal(c_out)
+    layout = CL[n_sp] if channels_last else CF[n_sp]
+    if channels_last:
+        x, w = _cl(x), _kernel_cl(w)
+    y = lo.conv(x, w, b, layout=layout, **case)
+    g = rng.standard_normal(y.shape)
+
+    def f(x_, w_, b_):
+        return np.vdot(lo.conv(x_, w_, b_, layout=layout, **case), g)
+
+    grads = lo.conv_backward(g, x, w, b, layout=layout, **case)
+    assert isinstance(grads, lo.ConvGrads)
+    _check_fd(f, (x, w, b), grads, rng)
+    # the bilinear identity: <conv(x, w), g> = <x, gx> = <w, gw>
+    value = np.vdot(lo.conv(x, w, layout=layout, **case), g)
+    np.testing.assert_allclose(np.vdot(x, grads.grad_input), value, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(np.vdot(w, grads.grad_weight), value, rtol=1e-9, atol=1e-9)
+
+
+def _loop_conv_vjp(g, x, w, stride, pads, dilation, groups):
+    """Plain loops over output positions (NCHW / OIHW, zero padding): the VJP by the chain
+    rule, sharing nothing with the library's kernels."""
+    n, c_in, h, wd = x.shape
+    c_out, i_per, kh, kw = w.shape
+    o_per = c_out // groups
+    gx, gw = np.zeros_like(x), np.zeros_like(w)
+    for b_ in range(n):
+        for o in range(c_out):
+            grp = o // o_per
+            for oy in range(g.shape[2]):
+                for ox in range(g.shape[3]):
+                    for i in range(i_per):
+                        c = grp * i_per + i
+                        for ky in range(kh):
+                            for kx in range(kw):
+                                iy = oy * stride[0] - pads[0][0] + ky * dilation[0]
+                                ix = ox * stride[1] - pads[1][0] + kx * dilation[1]
+                                if 0 <= iy < h and 0 <= ix < wd:
+                                    gx[b_, c, iy, ix] += g[b_, o, oy, ox] * w[o, i, ky, kx]
+                                    gw[o, i, ky, kx] += g[b_, o, oy, ox] * x[b_, c, iy, ix]
+    return gx, gw, g.sum(axis=(0, 2, 3))
+
+
+@pytest.mark.parametrize("h, wd", [(5, 6), (6, 5)])
+def test_conv_backward_matches_loop_reference(h, wd):
+    rng = np.random.default_rng(h)
+    x = rng.standard_normal((2, 4, h, wd))
+    w = rng.standard_normal((6, 2, 3, 2))
+    kw = dict(stride=(2, 1), padding=(1, 0, 2, 1), dilation=(1, 2), groups=2)
+    y = lo.conv(x, w, **kw)
+    g = rng.standard_normal(y.shape)
+    expected = _loop_conv_vjp(g, x, w, (2, 1), ((1, 0), (2, 1)), (1, 2), 2)
+    got = lo.conv_backward(g, x, w, np.zeros(6), **kw)
+    for a, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+    got_cl = lo.conv_backward(_cl(g), _cl(x), _kernel_cl(w), np.zeros(6), layout="NHWC", **kw)
+    np.testing.assert_allclose(_cf(got_cl.grad_input), expected[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(_kernel_cf(got_cl.grad_weight), expected[1], rtol=1e-10,
+                               atol=1e-12)
+
+
+def test_conv_backward_out_layout_and_grouped_kernel():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 5, 5))
+    w = rng.standard_normal((2, 3, 2, 3, 3))  # GOIHW
+    kw = dict(layout="NCHW", kernel_layout="GOIHW", out_layout="NHWC", groups=2, padding=1)
+    y = lo.conv(x, w, **kw)
+    g = rng.standard_normal(y.shape)
+    grads = lo.conv_backward(g, x, w, **kw)
+    assert grads.grad_bias is None
+    ref = lo.conv_backward(_cf(g), x, w.reshape(6, 2, 3, 3), groups=2, padding=1)
+    np.testing.assert_allclose(grads.grad_input, ref.grad_input, rtol=1e-12)
+    np.testing.assert_allclose(grads.grad_weight, ref.grad_weight.reshape(w.shape), rtol=1e-12)
+
+
+def test_conv_backward_depthwise_hwcm():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 6, 5, 3))  # NHWC, C=3
+    w = rng.standard_normal((3, 3, 3, 2))  # HWCM
+    kw = dict(layout="NHWC", kernel_layout="HWCM", groups=3, stride=2, padding="same")
+    y = lo.conv(x, w, **kw)
+    g = rng.standard_normal(y.shape)
+    grads = lo.conv_backward(g, x, w, **kw)
+    _check_fd(lambda x_, w_: np.vdot(lo.conv(x_, w_, **kw), g), (x, w), grads[:2], rng)
+
+
+def test_conv_backward_needs_skips_work(monkeypatch):
+    import layoutops.ops.grad as grad_mod
+
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((1, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3))
+    g = rng.standard_normal((1, 3, 3, 3))
+    full = lo.conv_backward(g, x, w, np.zeros(3))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("skipped gradient was computed")
+
+    monkeypatch.setattr(grad_mod, "conv_transpose", boom)
+    only_w = lo.conv_backward(g, x, w, np.zeros(3), needs=("weight",))
+    assert only_w.grad_input is None and only_w.grad_bias is None
+    np.testing.assert_allclose(only_w.grad_weight, full.grad_weight)
+    monkeypatch.setattr(grad_mod, "weight_grad", boom)
+    only_b = lo.conv_backward(g, x, w, np.zeros(3), needs="bias")
+    np.testing.assert_allclose(only_b.grad_bias, full.grad_bias)
+    assert only_b.grad_weight is None
+
+
+def test_conv_backward_dtypes_and_empty_batch():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    grads = lo.conv_backward(g, x, w, np.zeros(3, np.float32))
+    assert all(a.dtype == np.float32 for a in grads)
+    ref = lo.conv_backward(g.astype(np.float64), x.astype(np.float64), w.astype(np.float64))
+    np.testing.assert_allclose(grads.grad_weight, ref.grad_weight, rtol=1e-4, atol=1e-4)
+    half = lo.conv_backward(g.astype(np.float16), x.astype(np.float16), w.astype(np.float16))
+    assert half.grad_input.dtype == np.float16
+    np.testing.assert_allclose(half.grad_input, ref.grad_input, rtol=2e-2, atol=2e-2)
+    empty = lo.conv_backward(np.zeros((0, 3, 3, 3)), np.zeros((0, 2, 5, 5)), w, np.zeros(3))
+    assert empty.grad_input.shape == (0, 2, 5, 5)
+    assert not empty.grad_weight.any() and not empty.grad_bias.any()
+
+
+def test_conv_backward_errors():
+    x, w = np.zeros((1, 6, 5, 5)), np.zeros((6, 2, 3, 3))
+    g = np.zeros((1, 6, 3, 3))
+    with pytest.raises(ValueError, match=r"`conv_backward`: `grad_out` must have .*\(1, 6, 3, 3\)"):
+        lo.conv_backward(np.zeros((1, 6, 5, 5)), x, w, groups=3)
+    with pytest.raises(ValueError, match=r"`conv_backward`: `groups` must divide `C_in`=6, got 4"):
+        lo.conv_backward(np.zeros((1, 4, 3, 3)), x, np.zeros((4, 1, 3, 3)), groups=4)
+    with pytest.raises(ValueError, match=r"`conv_backward`: `needs` names must be among"):
+        lo.conv_backward(g, x, w, groups=3, needs=("inputs",))
+    with pytest.raises(ValueError, match="`conv_backward`: `padding_mode`"):
+        lo.conv_backward(g, x, w, groups=3, padding_mode="mirror")
+    with pytest.raises(TypeError, match="`conv_backward`: `grad_out` must be a floating"):
+        lo.conv_backward(g.astype(int), x, w, groups=3)
+    with pytest.raises(ValueError, match="`conv_backward`: `padding` for padding_mode='reflect'"):
+        lo.conv_backward(np.zeros((1, 6, 13, 13)), x, w, groups=3, padding=5,
+                         padding_mode="reflect")
+
+
+# -- conv_transpose ---------------------------------------------------------------------------
+
+
+def _conv_transpose_cases():
+    rng = random.Random(16)
+    grid = list(itertools.product(
+        [1, 2, (3, 2)],                       # stride
+        [1, (2, 1)],                          # dilation
+        [1, 2],                               # groups
+        [0, (1, 0, 2, 1), "same", "same_lower"],  # padding
+        [0, 1],                               # output_padding
+    ))
+    cases = []
+    for s, d, g, p, op in rng.sample(grid, 22):
+        if isinstance(p, str):
+            op = 0
+        s_t = (s, s) if isinstance(s, int) else s
+        d_t = (d, d) if isinstance(d, int) else d
+        if op and any(op >= max(a, b) for a, b in zip(s_t, d_t, strict=True)):
+            op = 0
+        cases.append(dict(stride=s, dilation=d, groups=g, padding=p, output_padding=op))
+    cases += [
+        dict(stride=2, dilation=1, groups=1, padding=0, output_shape=(10, 7)),
+        dict(stride=3, dilation=1, groups=2, padding="same", output_shape=(13, 10)),
+        dict(stride=(2, 3), dilation=1, groups=1, padding="same_lower", output_shape=(8, 9)),
+        dict(stride=4, dilation=1, groups=1, padding="same"),  # P < 0: appended positions
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("case", _conv_transpose_cases(), ids=lambda c: str(tuple(c.values())))
+@pytest.mark.parametrize("channels_last", [False, True], ids=["cf", "cl"])
+def test_conv_transpose_backward_finite_differences(case, channels_last):
+    rng = np.random.default_rng(zlib.crc32(str(case).encode()))
+    groups = case["groups"]
+    x = rng.standard_normal((2, 2 * groups, 4, 3))
+    w = rng.standard_normal((2 * groups, 2, 3, 2))  # IOHW: O per group = 2
+    b = rng.standard_normal(2 * groups)
+    layout = "NHWC" if channels_last else "NCHW"
+    if channels_last:
+        x, w = _cl(x), _kernel_cl(w)
+    y = lo.conv_transpose(x, w, b, layout=layout, **case)
+    g = rng.standard_normal(y.shape)
+
+    def f(x_, w_, b_):
+        return np.vdot(lo.conv_transpose(x_, w_, b_, layout=layout, **case), g)
+
+    grads = lo.conv_transpose_backward(g, x, w, b, layout=layout, **case)
+    _check_fd(f, (x, w, b), grads, rng)
+    value = np.vdot(lo.conv_transpose(x, w, layout=layout, **case), g)
+    np.testing.assert_allclose(np.vdot(x, grads.grad_input), value, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(np.vdot(w, grads.grad_weight), value, rtol=1e-9, atol=1e-9)
+
+
+def test_conv_transpose_backward_is_conv_adjoint():
+    """conv_transpose is the adjoint of conv in x, so the input gradient of one is the other."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 3, 4, 5))
+    w = rng.standard_normal((3, 2, 3, 3))  # IOHW for conv_transpose = OIHW for conv
+    kw = dict(stride=2, padding=1, output_padding=1)
+    y = lo.conv_transpose(x, w, **kw)
+    g = rng.standard_normal(y.shape)
+    grads = lo.conv_transpose_backward(g, x, w, **kw)
+    np.testing.assert_allclose(grads.grad_input, lo.conv(g, w, stride=2, padding=1),
+                               rtol=1e-12)
+
+
+def test_conv_transpose_backward_errors():
+    x, w = np.zeros((1, 2, 4, 4)), np.zeros((2, 3, 3, 3))
+    with pytest.raises(ValueError, match="`conv_transpose_backward`: `output_padding`"):
+        lo.conv_transpose_backward(np.zeros((1, 3, 9, 9)), x, w, stride=2, output_padding=2)
+    with pytest.raises(ValueError, match=r"`grad_out` must have .*\(1, 3, 9, 9\)"):
+        lo.conv_transpose_backward(np.zeros((1, 3, 8, 8)), x, w, stride=2)
