@@ -96,3 +96,19 @@ def test_torch_float64_and_float16(torch):
     y16 = lo.conv_transpose2d(x.astype(np.float16), w.astype(np.float16), stride=2, padding=1)
     assert y16.dtype == np.float16
     np.testing.assert_allclose(y16.astype(np.float64), expected, rtol=2e-2, atol=2e-2)
+
+
+def test_docs_same_versus_torch_padding_example(torch):
+    # docs/transposed.md: for k=3, s=2, PyTorch's padding=1, output_padding=1 crops (1, 0),
+    # "same" crops (0, 1)
+    x = np.arange(1.0, 5.0).reshape(1, 1, 4)
+    w = np.array([1.0, 10.0, 100.0]).reshape(1, 1, 3)
+    expected = torch_conv_transpose(torch, x, w, None, stride=2, padding=1, output_padding=1,
+                                    dilation=1, groups=1)
+    np.testing.assert_allclose(lo.conv_transpose1d(x, w, stride=2, padding=1, output_padding=1),
+                               expected, rtol=1e-12)
+    full = torch_conv_transpose(torch, x, w, None, stride=2, padding=0, output_padding=0,
+                                dilation=1, groups=1)
+    same = lo.conv_transpose1d(x, w, stride=2, padding="same")
+    np.testing.assert_allclose(same, full[..., :-1], rtol=1e-12)
+    assert not np.allclose(same, expected)
