@@ -63,6 +63,7 @@ from .ops.pool import (
     max_pool3d,
     max_unpool,
 )
+from .ops.patches import fold, unfold
 # -- gradients (ops/grad.py) --
 from .ops.grad import (
     ConvGrads,
