@@ -139,18 +139,17 @@ def conv_transpose_scatter(
         # the cols buffer (and a transposed copy einsum may make) + the cast input tile
         return item * pixels * (2 * per_call * n_taps + (2 if cast else 1) * c_per * groups)
 
+    # the cols axes: the output's letters (without G when looping over groups), then the taps
+    col_letters = out_letters.replace("G", "") if loop_groups else out_letters
     if loop_groups:
-        subscripts = _subscripts(
-            x_letters, w_letters, out_letters.replace("G", ""), spatial, grouped=False
-        )
         g_axis_w = w_letters.index("G")
-        w_parts = [np.take(w_grouped, g, axis=g_axis_w) for g in range(groups)]
+        gemm = _GroupGemm(x_letters.replace("G", ""), w_letters.replace("G", ""), col_letters,
+                          spatial)
+        w_parts = [gemm.weight(np.take(w_grouped, g, axis=g_axis_w)) for g in range(groups)]
     else:
         subscripts = _subscripts(x_letters, w_letters, out_letters, spatial, grouped=True)
         w_parts = [w_grouped]
 
-    # the cols axes: the output's letters (without G when looping over groups), then the taps
-    col_letters = out_letters.replace("G", "") if loop_groups else out_letters
     col_axes = tuple(col_letters.index(c) for c in spatial)
     n_lead = len(col_letters)
 
@@ -168,11 +167,9 @@ def conv_transpose_scatter(
             continue
         for g, w_part in enumerate(w_parts):
             if loop_groups:
-                operand = np.take(x_tile, g, axis=g_axis_x)
+                cols = gemm(np.take(x_tile, g, axis=g_axis_x), w_part)
             else:
-                operand = x_tile
-            expr = _expression(subscripts, operand.shape, w_part.shape)
-            cols = expr(operand, w_part)
+                cols = _expression(subscripts, x_tile.shape, w_part.shape)(x_tile, w_part)
             out_index = [slice(None)] * out_grouped.ndim
             out_index[n_axis_out] = tile[0]
             if loop_groups:
@@ -185,3 +182,34 @@ def conv_transpose_scatter(
                     col_index[n_lead + i] = t
                 out_grouped[tuple(out_index)] += cols[tuple(col_index)]
     return out_grouped
+
+
+class _GroupGemm:
+    """One group's ``x_tile @ W`` as a single `numpy.tensordot` (BLAS), arranged so that each
+    tap's slice of the result is a contiguous block whose inner axes match the output's (taps
+    outermost for channels-first outputs; ``(..., taps, O)`` for channels-last ones), returned
+    as a view with the axes ``col_letters`` + taps.
+    """
+
+    def __init__(self, x_letters: str, w_letters: str, col_letters: str, spatial: str):
+        self.x_c = x_letters.index("C")
+        taps = [("tap", c) for c in spatial]
+        x_free = [("pos", c) if c in spatial else c for c in x_letters if c != "C"]
+        # channels-last output: O after the positions, so keep it innermost
+        self.x_first = col_letters.index("O") > max(col_letters.index(c) for c in spatial)
+        w_order = ["I", *spatial, "O"] if self.x_first else [*spatial, "O", "I"]
+        self.w_perm = tuple(w_letters.index(c) for c in w_order)
+        result = [*x_free, *taps, "O"] if self.x_first else [*taps, "O", *x_free]
+        wanted = [("pos", c) if c in spatial else c for c in col_letters] + taps
+        self.perm = tuple(result.index(a) for a in wanted)
+
+    def weight(self, w_part: np.ndarray) -> np.ndarray:
+        """The group's kernel arranged for `__call__` (a small contiguous copy)."""
+        return np.ascontiguousarray(w_part.transpose(self.w_perm))
+
+    def __call__(self, x_part: np.ndarray, w_mat: np.ndarray) -> np.ndarray:
+        if self.x_first:
+            cols = np.tensordot(x_part, w_mat, axes=([self.x_c], [0]))
+        else:
+            cols = np.tensordot(w_mat, x_part, axes=([w_mat.ndim - 1], [self.x_c]))
+        return cols.transpose(self.perm)
