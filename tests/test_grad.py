@@ -305,3 +305,220 @@ def test_conv_transpose_backward_errors():
         lo.conv_transpose_backward(np.zeros((1, 3, 9, 9)), x, w, stride=2, output_padding=2)
     with pytest.raises(ValueError, match=r"`grad_out` must have .*\(1, 3, 9, 9\)"):
         lo.conv_transpose_backward(np.zeros((1, 3, 8, 8)), x, w, stride=2)
+
+
+# -- pooling ----------------------------------------------------------------------------------
+
+
+def _pool_cases():
+    """A grid of window configurations, kept where the forward accepts them."""
+    rng = random.Random(26)
+    grid = list(itertools.product(
+        [(2, 2), (3, 2), (3, 3)],                  # kernel_size
+        [None, 1, 2, (2, 1)],                      # stride
+        [0, 1, (1, 0, 0, 1)],                      # padding
+        [1, (2, 1)],                               # dilation
+        [False, True],                             # ceil_mode
+    ))
+    x = np.zeros((1, 1, 7, 6))
+    cases = []
+    for k, s, p, d, c in rng.sample(grid, len(grid)):
+        kw = dict(kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=c)
+        try:
+            lo.avg_pool(x, **kw)
+        except ValueError:
+            continue
+        cases.append(kw)
+        if len(cases) == 18:
+            break
+    return cases
+
+
+_POOL_CASES = _pool_cases()
+
+
+def _pool_inputs(kw, channels_last, seed_extra=""):
+    rng = np.random.default_rng(zlib.crc32((str(kw) + seed_extra).encode()))
+    x = rng.standard_normal((2, 3, 7, 6))
+    layout = "NHWC" if channels_last else "NCHW"
+    return rng, (_cl(x) if channels_last else x), layout
+
+
+@pytest.mark.parametrize("kw", _POOL_CASES, ids=lambda c: str(tuple(c.values())))
+@pytest.mark.parametrize("channels_last", [False, True], ids=["cf", "cl"])
+def test_max_pool_backward_finite_differences(kw, channels_last):
+    rng, x, layout = _pool_inputs(kw, channels_last, "max")
+    g = rng.standard_normal(lo.max_pool(x, layout=layout, **kw).shape)
+    grads = lo.max_pool_backward(g, x, layout=layout, **kw)
+    assert isinstance(grads, lo.PoolGrads)
+    v = rng.standard_normal(x.shape)
+    eps = 1e-7  # piecewise linear: exact while no window changes its winner
+
+    def f(x_):
+        return np.vdot(lo.max_pool(x_, layout=layout, **kw), g)
+
+    fd = (f(x + eps * v) - f(x - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(np.vdot(grads.grad_input, v), fd, rtol=1e-6, atol=1e-6)
+    # max pooling is positively homogeneous: <x, grad> = <max_pool(x), g>
+    np.testing.assert_allclose(np.vdot(x, grads.grad_input), f(x), rtol=1e-10)
+
+
+@pytest.mark.parametrize("kw", _POOL_CASES, ids=lambda c: str(tuple(c.values())))
+@pytest.mark.parametrize("channels_last", [False, True], ids=["cf", "cl"])
+@pytest.mark.parametrize("count_include_pad, divisor_override",
+                         [(True, None), (False, None), (True, 5)])
+def test_avg_pool_backward_finite_differences(kw, channels_last, count_include_pad,
+                                              divisor_override):
+    kw = dict(kw, count_include_pad=count_include_pad, divisor_override=divisor_override)
+    rng, x, layout = _pool_inputs(kw, channels_last, "avg")
+    g = rng.standard_normal(lo.avg_pool(x, layout=layout, **kw).shape)
+    grads = lo.avg_pool_backward(g, x, layout=layout, **kw)
+
+    def f(x_):
+        return np.vdot(lo.avg_pool(x_, layout=layout, **kw), g)
+
+    _check_fd(f, (x,), grads, rng)
+    np.testing.assert_allclose(np.vdot(x, grads.grad_input), f(x), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw", _POOL_CASES[::2], ids=lambda c: str(tuple(c.values())))
+@pytest.mark.parametrize("channels_last", [False, True], ids=["cf", "cl"])
+@pytest.mark.parametrize("p", [1.0, 2, 3.5])
+def test_lp_pool_backward_finite_differences(kw, channels_last, p):
+    rng, x, layout = _pool_inputs(kw, channels_last, f"lp{p}")
+    g = rng.standard_normal(lo.lp_pool(x, p, layout=layout, **kw).shape)
+    grads = lo.lp_pool_backward(g, x, p, layout=layout, **kw)
+
+    def f(x_):
+        return np.vdot(lo.lp_pool(x_, p, layout=layout, **kw), g)
+
+    v = rng.standard_normal(x.shape)
+    eps = 1e-6
+    fd = (f(x + eps * v) - f(x - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(np.vdot(grads.grad_input, v), fd, rtol=1e-6, atol=1e-7)
+    # a p-norm is positively homogeneous of degree 1: <x, grad> = <lp_pool(x), g>
+    np.testing.assert_allclose(np.vdot(x, grads.grad_input), f(x), rtol=1e-10)
+
+
+@pytest.mark.parametrize("output_size", [(3, 4), (2, 2), (7, 6), (5, 4), (1, 1)])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["cf", "cl"])
+def test_adaptive_pool_backward_finite_differences(output_size, channels_last):
+    rng, x, layout = _pool_inputs({"o": output_size}, channels_last, "adaptive")
+    g = rng.standard_normal(lo.adaptive_avg_pool(x, output_size, layout=layout).shape)
+
+    def f_avg(x_):
+        return np.vdot(lo.adaptive_avg_pool(x_, output_size, layout=layout), g)
+
+    def f_max(x_):
+        return np.vdot(lo.adaptive_max_pool(x_, output_size, layout=layout), g)
+
+    avg = lo.adaptive_avg_pool_backward(g, x, output_size, layout=layout)
+    _check_fd(f_avg, (x,), avg, rng)
+    mx = lo.adaptive_max_pool_backward(g, x, output_size, layout=layout)
+    v = rng.standard_normal(x.shape)
+    fd = (f_max(x + 1e-7 * v) - f_max(x - 1e-7 * v)) / 2e-7
+    np.testing.assert_allclose(np.vdot(mx.grad_input, v), fd, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_backward_ties_follow_the_forward():
+    # every window is a tie: the first in-bounds cell of each window wins
+    x = np.ones((1, 1, 4))
+    grad = lo.max_pool_backward(np.array([[[1.0, 10.0, 100.0]]]), x, 2, stride=1).grad_input
+    assert grad.tolist() == [[[1.0, 10.0, 100.0, 0.0]]]
+    # a padded cell never wins, even over very negative values (windows [-1, 0] and [1, 2],
+    # the second a tie); uint8 input is accepted
+    x = np.full((1, 1, 3), -1e30)
+    grad = lo.max_pool_backward(np.array([[[1.0, 2.0]]]), x, 2, padding=1).grad_input
+    assert grad.tolist() == [[[1.0, 2.0, 0.0]]]
+    x8 = np.array([[[0, 0, 7, 0]]], dtype=np.uint8)
+    grad = lo.max_pool_backward(np.ones((1, 1, 3), np.float32), x8, 2, stride=1).grad_input
+    assert grad.dtype == np.float32 and grad.tolist() == [[[1.0, 0.0, 2.0, 0.0]]]
+
+
+def test_max_pool_backward_nan_routes_to_the_last_nan():
+    x = np.array([[[np.nan, 1.0, np.nan, 0.5]]])
+    _, idx = lo.max_pool(x, 4, return_indices=True)
+    grad = lo.max_pool_backward(np.ones((1, 1, 1)), x, 4).grad_input
+    assert idx.item() == 2 and grad.tolist() == [[[0.0, 0.0, 1.0, 0.0]]]
+
+
+def _loop_avg_pool_vjp(g, x_shape, k, s, pads, ceil_mode, count_include_pad):
+    """Plain loops (NCHW, dilation 1): each output spreads g / divisor over its in-bounds
+    taps; the divisor counts taps inside input + padding (never past the end padding) or
+    inside the input."""
+    gx = np.zeros(x_shape)
+    h, w = x_shape[2:]
+    for oy in range(g.shape[2]):
+        for ox in range(g.shape[3]):
+            y0, x0 = oy * s[0] - pads[0][0], ox * s[1] - pads[1][0]
+            ys = range(y0, y0 + k[0])
+            xs = range(x0, x0 + k[1])
+            if count_include_pad:
+                div = sum(1 for y in ys if y < h + pads[0][1]) * sum(
+                    1 for x_ in xs if x_ < w + pads[1][1])
+            else:
+                div = sum(1 for y in ys if 0 <= y < h) * sum(1 for x_ in xs if 0 <= x_ < w)
+            for y in ys:
+                for x_ in xs:
+                    if 0 <= y < h and 0 <= x_ < w:
+                        gx[:, :, y, x_] += g[:, :, oy, ox] / div
+    return gx
+
+
+@pytest.mark.parametrize("h, w", [(5, 6), (6, 7)])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool_backward_ceil_mode_matches_loop_reference(h, w, count_include_pad):
+    rng = np.random.default_rng(h * w)
+    x = rng.standard_normal((2, 2, h, w))
+    kw = dict(kernel_size=(3, 2), stride=(2, 2), padding=(1, 0, 1, 1), ceil_mode=True,
+              count_include_pad=count_include_pad)
+    g = rng.standard_normal(lo.avg_pool(x, **kw).shape)
+    expected = _loop_avg_pool_vjp(g, x.shape, (3, 2), (2, 2), ((1, 0), (1, 1)), True,
+                                  count_include_pad)
+    np.testing.assert_allclose(lo.avg_pool_backward(g, x, **kw).grad_input, expected,
+                               rtol=1e-12)
+    got_cl = lo.avg_pool_backward(_cl(g), _cl(x), layout="NHWC", **kw).grad_input
+    np.testing.assert_allclose(_cf(got_cl), expected, rtol=1e-12)
+
+
+def test_lp_pool_backward_zero_norm_window_passes_no_gradient():
+    x = np.array([[[0.0, 0.0, 3.0, 4.0]]])
+    for p in (1.0, 2.0, 0.5):  # no RuntimeWarning either (pytest turns them into errors)
+        grad = lo.lp_pool_backward(np.ones((1, 1, 2)), x, p, 2).grad_input
+        assert grad[0, 0, :2].tolist() == [0.0, 0.0] and np.isfinite(grad).all()
+    np.testing.assert_allclose(
+        lo.lp_pool_backward(np.ones((1, 1, 2)), x, 2, 2).grad_input[0, 0, 2:], [0.6, 0.8]
+    )
+
+
+def test_pool_backward_dtypes():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    g = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    for fn, args in [(lo.max_pool_backward, (2,)), (lo.avg_pool_backward, (2,)),
+                     (lo.adaptive_avg_pool_backward, (3,)),
+                     (lo.adaptive_max_pool_backward, (3,))]:
+        assert fn(g, x, *args).grad_input.dtype == np.float32
+    assert lo.lp_pool_backward(g, x, 2, 2).grad_input.dtype == np.float32
+    half = lo.avg_pool_backward(g.astype(np.float16), x.astype(np.float16), 2).grad_input
+    assert half.dtype == np.float16
+    empty = lo.avg_pool_backward(np.zeros((0, 2, 3, 3)), np.zeros((0, 2, 6, 6)), 2)
+    assert empty.grad_input.shape == (0, 2, 6, 6)
+
+
+def test_pool_backward_errors():
+    x = np.zeros((1, 1, 6, 6))
+    with pytest.raises(ValueError, match=r"`max_pool_backward`: `grad_out` must have .*"
+                                         r"\(1, 1, 3, 3\)"):
+        lo.max_pool_backward(np.zeros((1, 1, 2, 2)), x, 2)
+    with pytest.raises(ValueError, match=r"`avg_pool_backward`: `grad_out` must have"):
+        lo.avg_pool_backward(np.zeros((1, 1, 2, 2)), x, 2)
+    with pytest.raises(ValueError, match=r"`avg_pool_backward`: padding along 'H' must be "
+                                         r"smaller"):
+        lo.avg_pool_backward(np.zeros((1, 1, 4, 4)), x, 2, padding=2)
+    with pytest.raises(ValueError, match=r"`lp_pool_backward`: `p` must be"):
+        lo.lp_pool_backward(np.zeros((1, 1, 3, 3)), x, -1, 2)
+    with pytest.raises(ValueError, match=r"`adaptive_avg_pool_backward`: `grad_out` must have"):
+        lo.adaptive_avg_pool_backward(np.zeros((1, 1, 2, 2)), x, 3)
+    with pytest.raises(TypeError, match=r"`avg_pool_backward`: `divisor_override`"):
+        lo.avg_pool_backward(np.zeros((1, 1, 3, 3)), x, 2, divisor_override=1.5)

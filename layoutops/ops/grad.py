@@ -24,6 +24,7 @@ import numpy as np
 
 from ..kernels.geometry import Geometry
 from ..kernels.grad import bin_scatter, fold_padding, index_scatter, weight_grad, window_scatter
+from ..kernels.pool import _divisor
 from ..layouts import activation_layout
 from ._conv_common import prepare_conv, split_axis
 from ._dtypes import as_array, check_float, float_dtypes
@@ -32,6 +33,7 @@ from .conv import ALGORITHMS, PADDING_MODES, _check_choice, _check_mode_pads, co
 from .conv import _groups_arg as _conv_groups_arg
 from .conv_transpose import _groups_arg as _ct_groups_arg
 from .conv_transpose import conv_transpose, transposed_crops
+from .pool import adaptive_max_pool, adaptive_setup, avg_pool_setup, lp_pool, max_pool
 
 __all__ = [
     "ConvGrads",
@@ -160,7 +162,7 @@ def conv_backward(
     ((1, 5, 5, 2), (3, 3, 2, 4), [9.0, 9.0, 9.0, 9.0])
     >>> gx[0, :, :, 0].astype(int).tolist()[0]
     [4, 8, 12, 8, 4]
-    >>> lo.conv_backward(g, x, w, needs=("weight",)).grad_input is None
+    >>> lo.conv_backward(g, x, w, layout="NHWC", needs=("weight",)).grad_input is None
     True
     """
     op = "conv_backward"
@@ -355,12 +357,6 @@ out_layout
 # -- pooling -------------------------------------------------------------------------------
 
 
-def _pool_forward():
-    from . import pool
-
-    return pool
-
-
 def _pool_dtypes(op: str, g: np.ndarray, x: np.ndarray) -> tuple[np.dtype, np.dtype]:
     if x.dtype.kind == "f" or x.dtype.name == "bfloat16":
         return float_dtypes(op, x=x, grad_out=g)
@@ -415,15 +411,15 @@ def max_pool_backward(
     >>> import numpy as np
     >>> import layoutops as lo
     >>> x = np.array([[[1.0, 3.0, 2.0, 0.0, 5.0]]])    # NCW
-    >>> lo.max_pool_backward(np.ones((1, 1, 2)), x, 3, stride=2).grad_input.tolist()
-    [[[0.0, 2.0, 0.0, 0.0, 0.0]]]
+    >>> lo.max_pool_backward(np.ones((1, 1, 4)), x, 2, stride=1).grad_input.tolist()
+    [[[0.0, 2.0, 1.0, 0.0, 1.0]]]
     """
     op = "max_pool_backward"
     g = _grad_out(grad_out, op)
     x = as_array(x, "x", op)
-    out, indices = _pool_forward().max_pool(
+    out, indices = max_pool(
         x, kernel_size, stride=stride, padding=padding, dilation=dilation,
-        ceil_mode=ceil_mode, return_indices=True, layout=layout,
+        ceil_mode=ceil_mode, return_indices=True, layout=layout, _op=op,
     )
     lay = activation_layout(x.ndim, layout)
     _check_shape(g, out.shape, lay, op)
@@ -469,11 +465,9 @@ def adaptive_max_pool_backward(grad_out, x, output_size, *, layout=None) -> Pool
     op = "adaptive_max_pool_backward"
     g = _grad_out(grad_out, op)
     x = as_array(x, "x", op)
-    out, indices = _pool_forward().adaptive_max_pool(
-        x, output_size, return_indices=True, layout=layout
-    )
-    lay = activation_layout(x.ndim, layout)
-    _check_shape(g, out.shape, lay, op)
+    lay, out_sizes = adaptive_setup(op, x, output_size, layout=layout)
+    _check_shape(g, _pool_shape(x.shape, _spatial_axes(lay), out_sizes), lay, op)
+    _, indices = adaptive_max_pool(x, out_sizes, return_indices=True, layout=lay.spec)
     dtype, _ = _pool_dtypes(op, g, x)
     grad = index_scatter(
         g, indices, x.shape, lay.batch_axis, lay.channel_axis, _spatial_axes(lay), dtype
@@ -533,7 +527,7 @@ layout
     g = _grad_out(grad_out, op)
     x = as_array(x, "x", op)
     check_float(x, "x", op)
-    lay, geom, override = _pool_forward().avg_pool_setup(
+    lay, geom, override = avg_pool_setup(
         op, x, kernel_size, stride=stride, padding=padding, dilation=dilation,
         ceil_mode=ceil_mode, divisor_override=divisor_override, layout=layout,
     )
@@ -544,8 +538,6 @@ layout
     if override is not None:
         vals /= cdtype.type(override)
     else:
-        from ..kernels.pool import _divisor
-
         full = tuple(slice(0, s) for s in vals.shape)
         vals /= _divisor(geom, axes, full, vals.ndim, bool(count_include_pad), cdtype)
     grad = window_scatter(
@@ -601,12 +593,11 @@ def lp_pool_backward(
     op = "lp_pool_backward"
     g = _grad_out(grad_out, op)
     x = as_array(x, "x", op)
-    pool = _pool_forward()
-    norm = pool.lp_pool(
+    norm = lp_pool(
         x, p, kernel_size, stride=stride, padding=padding, dilation=dilation,
-        ceil_mode=ceil_mode, layout=layout,
+        ceil_mode=ceil_mode, layout=layout, _op=op,
     )
-    lay, geom, _ = pool.avg_pool_setup(
+    lay, geom, _ = avg_pool_setup(
         op, x, kernel_size, stride=stride, padding=padding, dilation=dilation,
         ceil_mode=ceil_mode, divisor_override=None, layout=layout,
     )
@@ -621,9 +612,12 @@ def lp_pool_backward(
         vals.astype(cdtype, copy=False), _spatial_axes(lay), geom,
         tile_axes=(lay.batch_axis, lay.channel_axis), dtype=cdtype,
     )
-    xc = x.astype(cdtype, copy=False)
-    # x |x|^(p-2) written as sign(x) |x|^(p-1): finite (0) at x = 0 for every p >= 1
-    spread *= np.sign(xc) * np.abs(xc) ** cdtype.type(p - 1.0)
+    # x |x|^(p-2) written as sign(x) |x|^(p-1), taken as 0 at x = 0 (its limit for p > 1)
+    ax = np.abs(x.astype(cdtype, copy=False))
+    nonzero = ax > 0
+    spread *= np.where(
+        nonzero, np.sign(x) * np.where(nonzero, ax, 1) ** cdtype.type(p - 1.0), 0
+    )
     return PoolGrads(spread.astype(dtype, copy=False))
 
 
@@ -664,7 +658,7 @@ def adaptive_avg_pool_backward(grad_out, x, output_size, *, layout=None) -> Pool
     g = _grad_out(grad_out, op)
     x = as_array(x, "x", op)
     check_float(x, "x", op)
-    lay, out_sizes = _pool_forward().adaptive_setup(op, x, output_size, layout=layout)
+    lay, out_sizes = adaptive_setup(op, x, output_size, layout=layout)
     axes = _spatial_axes(lay)
     _check_shape(g, _pool_shape(x.shape, axes, out_sizes), lay, op)
     dtype, cdtype = _pool_dtypes(op, g, x)
