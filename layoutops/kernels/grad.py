@@ -23,6 +23,7 @@ import opt_einsum
 
 from .geometry import Geometry
 from .plan import split_tiles
+from .pool import adaptive_bins
 from .window import padded_block, source_indices, window_view
 
 __all__ = ["weight_grad", "window_scatter", "fold_padding", "index_scatter", "bin_scatter"]
@@ -322,8 +323,7 @@ def bin_scatter(
         shape = list(out.shape)
         shape[ax] = n
         spread = np.zeros(shape, dtype=dtype)
-        for i in range(m):
-            start, end = (i * n) // m, -((-(i + 1) * n) // m)
+        for i, (start, end) in enumerate(zip(*(b.tolist() for b in adaptive_bins(n, m)))):
             src = [slice(None)] * out.ndim
             src[ax] = slice(i, i + 1)
             dst = [slice(None)] * out.ndim
