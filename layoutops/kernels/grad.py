@@ -323,7 +323,8 @@ def bin_scatter(
         shape = list(out.shape)
         shape[ax] = n
         spread = np.zeros(shape, dtype=dtype)
-        for i, (start, end) in enumerate(zip(*(b.tolist() for b in adaptive_bins(n, m)))):
+        starts, ends = adaptive_bins(n, m)
+        for i, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
             src = [slice(None)] * out.ndim
             src[ax] = slice(i, i + 1)
             dst = [slice(None)] * out.ndim
