@@ -419,3 +419,46 @@ def test_error_channel_mismatch_and_rank():
         lo.conv_transpose2d(X, np.ones((2, 2, 1, 3, 3)), groups=4, kernel_layout="GIOHW")
     with pytest.raises(lo.LayoutError):
         lo.conv_transpose2d(X, W, layout="NCHW", kernel_layout="IODW")
+
+
+def test_default_layout_context_and_kernel_default():
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 3, 4, 5))
+    w = rng.standard_normal((3, 2, 3, 2))
+    expected = lo.conv_transpose2d(x, w, stride=2, padding=(1, 0))
+    with lo.default_layout("channels_last"):
+        y = lo.conv_transpose2d(relayout(x, "NCHW", "NHWC"), relayout(w, "IOHW", "HWOI"),
+                                stride=2, padding=(1, 0))
+    np.testing.assert_allclose(y, relayout(expected, "NCHW", "NHWC"), rtol=1e-12, atol=1e-12)
+
+
+def test_output_shape_with_valid_and_zero_tuple():
+    x = np.arange(6.0).reshape(1, 2, 3)
+    w = np.ones((2, 1, 2))
+    a = lo.conv_transpose1d(x, w, stride=2, output_shape=(5,))
+    b = lo.conv_transpose1d(x, w, stride=2, output_shape=5, padding="valid")
+    c = lo.conv_transpose1d(x, w, stride=2, output_shape=[5], padding=(0, 0))
+    full = lo.conv_transpose1d(x, w, stride=2)  # size 6, T = 1 -> crops (1, 0)
+    np.testing.assert_array_equal(a, full[..., 1:])
+    np.testing.assert_array_equal(b, a)
+    np.testing.assert_array_equal(c, a)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_peak_memory_stays_within_workspace(layout):
+    import tracemalloc
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 16, 48, 40))
+    w = rng.standard_normal((16, 8, 3, 3))
+    if layout == "NHWC":
+        x, w = relayout(x, "NCHW", "NHWC"), relayout(w, "IOHW", "HWOI")
+    limit = 2**18
+    with lo.workspace_limit(limit):
+        lo.conv_transpose2d(x, w, stride=2, padding=1, layout=layout)  # warm plan caches
+        tracemalloc.start()
+        y = lo.conv_transpose2d(x, w, stride=2, padding=1, layout=layout)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    # an untiled cols buffer alone would be 2*48*40*8*9*8 bytes = 2.2 MB
+    assert peak < y.nbytes + 3 * limit, (peak, y.nbytes)
