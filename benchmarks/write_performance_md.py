@@ -290,6 +290,16 @@ def render(
         "few percent between runs.",
         "",
     ]
+    load = (bench["machine"].get("loadavg") or [0])[0]
+    if bench["settings"].get("quick") or load > 0.5 * bench["machine"]["usable_cpus"]:
+        lines += [
+            "**Provisional numbers**: "
+            + ("tiny `--quick` shapes; " if bench["settings"].get("quick") else "")
+            + f"measured while the machine was busy (load average {load:.1f} on "
+            f"{bench['machine']['usable_cpus']} cores), so the times are noisy. Re-run on a "
+            'quiet machine as shown under "How to reproduce".',
+            "",
+        ]
     lines += machine_section(bench)
     lines += targets_section(bench)
     lines += results_section(bench, plot)

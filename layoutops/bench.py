@@ -972,6 +972,12 @@ def run_suite(args, log=None) -> dict:
         pass
     peers, peer_desc = _load_peers(args.no_peers, args.threads, log)
     machine = machine_info(peer_desc)
+    load = machine.get("loadavg")
+    if load and load[0] > 0.5 * machine["usable_cpus"]:
+        log(
+            f"warning: the machine is busy (load average {load[0]:.1f} on "
+            f"{machine['usable_cpus']} cores): the times will be noisy"
+        )
     gemm_repeat = 3 if args.quick else 15
     gemm_n = 256 if args.quick else 1024
     gemm = gemm_rate(gemm_n, gemm_repeat, 0 if args.quick else 0.05)
