@@ -163,8 +163,11 @@ def test_workspace_harness_in_a_fresh_process(tmp_path):
 
 
 def test_performance_page_from_the_json(tmp_path):
-    status, result = _run_bench(tmp_path, "--no-peers", "--cases", "conv:1-d")
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "perf.png"
+    status, result = _run_bench(tmp_path, "--no-peers", "--cases", "conv:1-d", "--plot", str(plot))
     assert status == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ws = {
         "limit": 64 * 2**20,
         "cases": [
