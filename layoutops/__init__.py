@@ -72,6 +72,7 @@ from .ops.grad import (
     adaptive_max_pool_backward,
     avg_pool_backward,
     conv_backward,
+    conv_jvp,
     conv_transpose_backward,
     lp_pool_backward,
     max_pool_backward,

@@ -522,3 +522,26 @@ def test_pool_backward_errors():
         lo.adaptive_avg_pool_backward(np.zeros((1, 1, 2, 2)), x, 3)
     with pytest.raises(TypeError, match=r"`avg_pool_backward`: `divisor_override`"):
         lo.avg_pool_backward(np.zeros((1, 1, 3, 3)), x, 2, divisor_override=1.5)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_conv_jvp_finite_differences_and_duality_with_vjp(layout):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 4, 6, 5))
+    w = rng.standard_normal((4, 2, 3, 3))
+    if layout == "NHWC":
+        x, w = _cl(x), _kernel_cl(w)
+    b = rng.standard_normal(4)
+    dx, dw, db = (rng.standard_normal(a.shape) for a in (x, w, b))
+    kw = dict(layout=layout, groups=2, stride=(2, 1), padding=1, padding_mode="reflect")
+    y, dy = lo.conv_jvp(x, w, b, tangent_x=dx, tangent_weight=dw, tangent_bias=db, **kw)
+    np.testing.assert_allclose(y, lo.conv(x, w, b, **kw))
+    fd = (lo.conv(x + EPS * dx, w + EPS * dw, b + EPS * db, **kw)
+          - lo.conv(x - EPS * dx, w - EPS * dw, b - EPS * db, **kw)) / (2 * EPS)
+    np.testing.assert_allclose(dy, fd, rtol=1e-7, atol=1e-9)
+    # <J t, g> = <t, J^T g>
+    g = rng.standard_normal(y.shape)
+    grads = lo.conv_backward(g, x, w, b, **kw)
+    dual = np.vdot(grads.grad_input, dx) + np.vdot(grads.grad_weight, dw) + np.vdot(
+        grads.grad_bias, db)
+    np.testing.assert_allclose(np.vdot(dy, g), dual, rtol=1e-10)

@@ -26,7 +26,7 @@ from ..kernels.geometry import Geometry
 from ..kernels.grad import bin_scatter, fold_padding, index_scatter, weight_grad, window_scatter
 from ..kernels.pool import _divisor
 from ..layouts import activation_layout
-from ._conv_common import prepare_conv, split_axis
+from ._conv_common import add_bias, prepare_conv, split_axis
 from ._dtypes import as_array, check_float, float_dtypes
 from ._params import conv_geometry
 from .conv import ALGORITHMS, PADDING_MODES, _check_choice, _check_mode_pads, conv
@@ -45,6 +45,7 @@ __all__ = [
     "lp_pool_backward",
     "adaptive_avg_pool_backward",
     "adaptive_max_pool_backward",
+    "conv_jvp",
 ]
 
 ConvGrads = namedtuple("ConvGrads", ["grad_input", "grad_weight", "grad_bias"])
@@ -225,6 +226,58 @@ def _conv_input_grad(g, ops, geom: Geometry, mode: str, dtype) -> np.ndarray:
     if mode != "constant":
         result = fold_padding(result, ops.x_layout.spatial_axes, geom.pads, geom.in_sizes, mode)
     return np.ascontiguousarray(result, dtype=dtype)
+
+
+def conv_jvp(
+    x,
+    weight,
+    bias=None,
+    *,
+    tangent_x=None,
+    tangent_weight=None,
+    tangent_bias=None,
+    **conv_kwargs,
+):
+    """Forward mode of `layoutops.conv`: the output and its directional derivative.
+
+    ``conv`` is linear in ``x`` and in ``weight`` separately (bilinear), so the tangent of
+    the output along ``(tangent_x, tangent_weight, tangent_bias)`` is ``conv(tangent_x, w) +
+    conv(x, tangent_weight) + tangent_bias``, exactly (a padding mode is linear too).
+
+    Parameters
+    ----------
+    x, weight, bias : array_like
+        The primal operands.
+    tangent_x, tangent_weight, tangent_bias : array_like, optional
+        Tangents shaped like ``x``, ``weight`` and ``(C_out,)``; ``None`` means zero.
+    **conv_kwargs
+        The keyword arguments of `layoutops.conv`.
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        ``conv(x, weight, bias, **conv_kwargs)`` and its tangent, both in the output layout.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import layoutops as lo
+    >>> x, w = np.ones((1, 1, 4)), np.ones((1, 1, 2))
+    >>> y, dy = lo.conv_jvp(x, w, tangent_x=np.arange(4.0)[None, None])
+    >>> y.tolist(), dy.tolist()
+    ([[[2.0, 2.0, 2.0]]], [[[1.0, 3.0, 5.0]]])
+    """
+    out = conv(x, weight, bias, **conv_kwargs)
+    tangent = np.zeros_like(out)
+    if tangent_x is not None:
+        tangent += conv(tangent_x, weight, **conv_kwargs)
+    if tangent_weight is not None:
+        tangent += conv(x, tangent_weight, **conv_kwargs)
+    if tangent_bias is not None:
+        spec = conv_kwargs.get("out_layout") or conv_kwargs.get("layout")
+        lay = activation_layout(out.ndim, spec)
+        add_bias(tangent, lay, np.asarray(tangent_bias).reshape(-1))
+    return out, tangent
 
 
 # -- conv_transpose ------------------------------------------------------------------------
