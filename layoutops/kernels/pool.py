@@ -163,30 +163,47 @@ def _index_pieces(tile, axes, strides, box, origin=None):
     return tuple(dst), tuple(src)
 
 
-def _tap_positions(box, axes, ndim, strides, pstrides):
-    """Broadcastable int64 flat plane indices of the taps of one box (for arg-max)."""
-    flat = 0
-    for i, ax in enumerate(axes):
-        _, a, b, p0 = box[i]
-        shape = [1] * ndim
-        shape[ax] = b - a
-        pos = p0 + strides[i] * np.arange(b - a, dtype=np.int64)
-        flat = flat + (pos * pstrides[i]).reshape(shape)
-    return flat
+def _tap_id_dtype(n_taps: int) -> np.dtype:
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if n_taps < np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.int64)
 
 
-def _first_in_bounds(geom: Geometry, axes, tile, ndim, pstrides):
-    """Flat plane index of the first in-bounds tap of every output of the tile."""
-    flat = 0
+def _along(arr_1d, ax, ndim):
+    shape = [1] * ndim
+    shape[ax] = arr_1d.size
+    return arr_1d.reshape(shape)
+
+
+def _first_tap_ids(geom: Geometry, axes, tile, ndim, dtype):
+    """1 + the flat kernel offset of the first in-bounds tap of every output of the tile."""
+    kstrides = plane_strides(geom.kernel_sizes)
+    ids = np.ones((1,) * ndim, dtype)
     for i, ax in enumerate(axes):
         o = np.arange(tile[ax].start, tile[ax].stop, dtype=np.int64)
         start = o * geom.strides[i] - geom.pads[i][0]
-        d = geom.dilations[i]
-        j = np.maximum(0, -(start // d))  # ceil(-start / d) for start < 0, else 0
-        shape = [1] * ndim
-        shape[ax] = o.size
-        flat = flat + ((start + j * d) * pstrides[i]).reshape(shape)
-    return flat
+        j = np.maximum(0, -(start // geom.dilations[i]))  # ceil(-start / d) when start < 0
+        ids = ids + _along((j * kstrides[i]).astype(dtype), ax, ndim)
+    return ids
+
+
+def _tap_ids_to_indices(geom: Geometry, axes, tile, ids, pstrides) -> np.ndarray:
+    """Flat plane indices from tap ids (1 + flat kernel offset) of the outputs of a tile."""
+    ndim = ids.ndim
+    kstrides = plane_strides(geom.kernel_sizes)
+    n_taps = math.prod(geom.kernel_sizes)
+    t = np.arange(n_taps, dtype=np.int64)
+    table = np.zeros(n_taps + 1, np.int64)  # offset of each tap from the window's origin
+    base = np.zeros((1,) * ndim, np.int64)
+    for i, ax in enumerate(axes):
+        j = t // kstrides[i] % geom.kernel_sizes[i]
+        table[1:] += j * geom.dilations[i] * pstrides[i]
+        o = np.arange(tile[ax].start, tile[ax].stop, dtype=np.int64)
+        base = base + _along((o * geom.strides[i] - geom.pads[i][0]) * pstrides[i], ax, ndim)
+    out = np.take(table, ids)
+    out += base
+    return out
 
 
 def _in_bounds_region(geom: Geometry, axes, tile):
@@ -219,7 +236,9 @@ def max_pool(
     init = lowest_value(x.dtype)
     floating = _is_floating(x.dtype)
     pstrides = plane_strides(geom.in_sizes)
-    per_elem = x.dtype.itemsize + (8 + 2 if return_indices else 0)
+    id_dtype = _tap_id_dtype(math.prod(geom.kernel_sizes))
+    kstrides = plane_strides(geom.kernel_sizes)
+    per_elem = x.dtype.itemsize + (3 * id_dtype.itemsize + 2 + 16 if return_indices else 0)
 
     def cost(t):
         return math.prod(t) * per_elem
@@ -236,9 +255,13 @@ def max_pool(
                 c = o_t[dst]
                 np.maximum(c, x[src], out=c)
             continue
-        i_t = idx[tile]
-        i_t[...] = _first_in_bounds(geom, axes, tile, ndim, pstrides)
-        mask = np.empty(o_t.shape, bool)
+        # arg-max as a tap id (1 + flat kernel offset): taps run in window order, so the
+        # winner is the last tap that beat the running max -- a running maximum of
+        # ``beat * id`` -- started at the first in-bounds tap (the winner of all-equal windows)
+        ids = np.empty(o_t.shape, id_dtype)
+        ids[...] = _first_tap_ids(geom, axes, tile, ndim, id_dtype)
+        beat = np.empty(o_t.shape, bool)
+        scratch = np.empty(o_t.shape, id_dtype)
         nan_buf = None
         if floating:
             region, _ = _in_bounds_region(geom, axes, tile)
@@ -248,14 +271,18 @@ def max_pool(
             dst, src = _index_pieces(tile, axes, geom.strides, box)
             v = x[src]
             c = o_t[dst]
-            m = mask[dst]
+            m = beat[dst]
             np.greater(v, c, out=m)
             if nan_buf is not None:
                 nb = nan_buf[dst]
                 np.isnan(v, out=nb)
                 np.logical_or(m, nb, out=m)
-            np.copyto(c, v, where=m)
-            np.copyto(i_t[dst], _tap_positions(box, axes, ndim, geom.strides, pstrides), where=m)
+            np.maximum(c, v, out=c)
+            tap_id = 1 + sum(t[0] * ks for t, ks in zip(box, kstrides, strict=True))
+            w = scratch[dst]
+            np.multiply(m, id_dtype.type(tap_id), out=w)
+            np.maximum(ids[dst], w, out=ids[dst])
+        idx[tile] = _tap_ids_to_indices(geom, axes, tile, ids, pstrides)
     return (out, idx) if return_indices else out
 
 
@@ -411,16 +438,56 @@ def _nonspatial_tiles(shape, axes, cost):
         yield tuple(tile)
 
 
-def _along(arr_1d, ax, ndim):
-    shape = [1] * ndim
-    shape[ax] = arr_1d.size
-    return arr_1d.reshape(shape)
+def global_pool(x: np.ndarray, axes: tuple[int, ...], kind: str, *, p=None, dtype=None,
+                compute_dtype=None) -> np.ndarray:
+    """Reduce every spatial axis to size 1: ``kind`` is ``"max"``, ``"avg"`` or ``"lp"``.
+
+    Whole-plane reductions (NumPy's pairwise sums; a NaN propagates through the max), on
+    tiles of the non-spatial axes for the ``|x|^p`` temporaries of ``"lp"``.
+    """
+    if kind == "max":
+        if x.size == 0:
+            return np.empty(pool_output_shape(x.shape, axes, (1,) * len(axes)), x.dtype)
+        return np.ascontiguousarray(np.max(x, axis=axes, keepdims=True))
+    out = np.empty(pool_output_shape(x.shape, axes, (1,) * len(axes)), dtype)
+    if out.size == 0:
+        return out
+    if kind == "avg":
+        out[...] = np.mean(x, axis=axes, keepdims=True, dtype=compute_dtype)
+        return out
+    csize = np.dtype(compute_dtype).itemsize
+    for tile in _nonspatial_tiles(x.shape, axes, lambda n: n * csize):
+        y = x[tile].astype(compute_dtype)
+        if p == 2.0:
+            np.multiply(y, y, out=y)
+        else:
+            np.abs(y, out=y)
+            if p != 1.0:
+                np.power(y, y.dtype.type(p), out=y)
+        acc = np.sum(y, axis=axes, keepdims=True)
+        out[tile] = np.sqrt(acc) if p == 2.0 else acc ** acc.dtype.type(1.0 / p)
+    return out
+
+
+def _uniform_geometry(in_sizes, out_sizes) -> Geometry | None:
+    """The plain pool geometry equal to the adaptive bins when every ``in`` is a multiple of
+    its ``out`` (kernel = stride = in / out), else None."""
+    if any(i % o for i, o in zip(in_sizes, out_sizes, strict=True)):
+        return None
+    k = tuple(i // o for i, o in zip(in_sizes, out_sizes, strict=True))
+    n = len(k)
+    return Geometry(tuple(in_sizes), k, k, (1,) * n, ((0, 0),) * n, tuple(out_sizes))
 
 
 def adaptive_avg_pool(
     x: np.ndarray, axes: tuple[int, ...], out_sizes: tuple[int, ...], *, dtype, compute_dtype
 ):
-    """Adaptive average pooling, separably: one bin-averaging pass per spatial axis."""
+    """Adaptive average pooling: a plain average pool when the bins are uniform, else one
+    bin-averaging pass per spatial axis (the average over a box is separable)."""
+    in_sizes = tuple(x.shape[ax] for ax in axes)
+    uniform = _uniform_geometry(in_sizes, out_sizes)
+    if uniform is not None:
+        return avg_pool(x, axes, uniform, dtype=dtype, compute_dtype=compute_dtype)
     out = np.empty(pool_output_shape(x.shape, axes, out_sizes), dtype)
     if out.size == 0:
         return out
@@ -445,44 +512,46 @@ def adaptive_avg_pool(
 def adaptive_max_pool(
     x: np.ndarray, axes: tuple[int, ...], out_sizes: tuple[int, ...], *, return_indices=False
 ):
-    """Adaptive max pooling, separably from the last spatial axis to the first, carrying the
-    partial flat index: the result is the first maximum in row-major window order, or the
-    last NaN (PyTorch CPU's rule)."""
+    """Adaptive max pooling: a plain max pool when the bins are uniform, else separably from
+    the last spatial axis to the first, carrying the partial flat index. Both give the first
+    maximum in row-major window order, or the last NaN (PyTorch CPU's rule)."""
+    in_sizes = tuple(x.shape[ax] for ax in axes)
+    uniform = _uniform_geometry(in_sizes, out_sizes)
+    if uniform is not None:
+        return max_pool(x, axes, uniform, return_indices=return_indices)
     out = np.empty(pool_output_shape(x.shape, axes, out_sizes), x.dtype)
     idx = np.empty(out.shape, np.int64) if return_indices else None
     if out.size == 0:
         return (out, idx) if return_indices else out
     ndim = x.ndim
     floating = _is_floating(x.dtype)
-    pstrides = plane_strides(tuple(x.shape[ax] for ax in axes))
-    per = 3 * (x.dtype.itemsize + (9 if return_indices else 0))
+    pstrides = plane_strides(in_sizes)
+    per = 3 * (x.dtype.itemsize + (18 if return_indices else 0))
     for tile in _nonspatial_tiles(x.shape, axes, lambda n: n * per):
         cur = x[tile]
-        cur_idx = np.zeros((1,) * ndim, np.int64) if return_indices else None
+        cur_idx = None  # flat index contributed by the axes reduced so far
         for i in reversed(range(len(axes))):
             ax = axes[i]
             start, end = adaptive_bins(x.shape[ax], out_sizes[i])
-            best = best_idx = None
-            for j in range(int((end - start).max())):
-                pick = np.minimum(start + j, end - 1)  # a repeated last cell changes nothing
-                v = np.take(cur, pick, axis=ax)
+            best = np.take(cur, start, axis=ax)
+            best_j = np.zeros(best.shape, np.int64) if return_indices else None
+            for j in range(1, int((end - start).max())):
+                v = np.take(cur, np.minimum(start + j, end - 1), axis=ax)
                 if return_indices:
-                    vi = np.take(cur_idx, pick, axis=ax) if cur_idx.shape[ax] > 1 else cur_idx
-                    vi = vi + _along(pick * pstrides[i], ax, ndim)
-                if best is None:
-                    best = v
-                    if return_indices:
-                        best_idx = np.array(np.broadcast_to(vi, v.shape))
-                    continue
-                if not return_indices:
-                    np.maximum(best, v, out=best)
-                    continue
-                m = v > best
-                if floating:
-                    m |= np.isnan(v)
-                np.copyto(best, v, where=m)
-                np.copyto(best_idx, vi, where=m)
-            cur, cur_idx = best, best_idx
+                    beat = v > best
+                    if floating:
+                        beat |= np.isnan(v)
+                    # the last offset that beat the running max wins: a running maximum
+                    np.maximum(best_j, beat * j, out=best_j)
+                np.maximum(best, v, out=best)
+            if return_indices:
+                # a repeated last cell (offset past the bin's end) is the last cell itself
+                pos = np.minimum(_along(start, ax, ndim) + best_j, _along(end - 1, ax, ndim))
+                part = pos * pstrides[i]
+                if cur_idx is not None:
+                    part += np.take_along_axis(cur_idx, pos, axis=ax)
+                cur_idx = part
+            cur = best
         out[tile] = cur
         if return_indices:
             idx[tile] = cur_idx

@@ -490,12 +490,6 @@ def lp_pool3d(x, p, kernel_size, **kwargs):
 # -- global pools --------------------------------------------------------------------------
 
 
-def _full_geometry(x: np.ndarray, lay: Layout) -> Geometry:
-    in_sizes = tuple(x.shape[ax] for ax in lay.spatial_axes)
-    n = len(in_sizes)
-    return Geometry(in_sizes, in_sizes, (1,) * n, (1,) * n, ((0, 0),) * n, (1,) * n)
-
-
 def _check_nonempty_plane(op: str, x: np.ndarray, lay: Layout) -> None:
     for ax, letter in zip(lay.spatial_axes, lay.spatial, strict=True):
         if x.shape[ax] < 1:
@@ -538,9 +532,7 @@ def global_avg_pool(x, *, layout=None):
     x, lay = _prepare(op, x, layout, None)
     dtype, cdtype = _float_types(op, x)
     _check_nonempty_plane(op, x, lay)
-    return kpool.avg_pool(
-        x, lay.spatial_axes, _full_geometry(x, lay), dtype=dtype, compute_dtype=cdtype
-    )
+    return kpool.global_pool(x, lay.spatial_axes, "avg", dtype=dtype, compute_dtype=cdtype)
 
 
 def global_max_pool(x, *, layout=None):
@@ -574,7 +566,7 @@ def global_max_pool(x, *, layout=None):
     op = "global_max_pool"
     x, lay = _prepare(op, x, layout, None)
     _check_nonempty_plane(op, x, lay)
-    return kpool.max_pool(x, lay.spatial_axes, _full_geometry(x, lay))
+    return kpool.global_pool(x, lay.spatial_axes, "max")
 
 
 def global_lp_pool(x, p, *, layout=None):
@@ -612,8 +604,8 @@ def global_lp_pool(x, p, *, layout=None):
     dtype, cdtype = _float_types(op, x)
     p = _check_p(p, op)
     _check_nonempty_plane(op, x, lay)
-    return kpool.lp_pool(
-        x, lay.spatial_axes, _full_geometry(x, lay), p, dtype=dtype, compute_dtype=cdtype
+    return kpool.global_pool(
+        x, lay.spatial_axes, "lp", p=p, dtype=dtype, compute_dtype=cdtype
     )
 
 
