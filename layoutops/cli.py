@@ -94,8 +94,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     Examples
     --------
     >>> from layoutops.cli import build_parser
-    >>> sorted(build_parser().parse_args(["demo"]).__dict__)[:2]
-    ['batch', 'command']
+    >>> args = build_parser("demo").parse_args(["demo", "--batch", "4"])
+    >>> args.command, args.batch, args.size
+    ('demo', 4, 32)
     """
     parser = _Parser(
         prog="layoutops",
