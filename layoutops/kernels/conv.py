@@ -266,7 +266,7 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
         cols[...] = win.transpose(perm)
         cols = cols.reshape(n, g, wmat.shape[2], math.prod(pix))
         o = wmat.shape[1]
-        return _matmul_into(wmat, cols, tgt, (n, g, o, math.prod(pix)), cdtype)
+        return _matmul_into(wmat, cols, tgt, (n, g, o, math.prod(pix)), pix)
     g, c = block.shape[-2:]
     win = window_view(
         block, tuple(range(1, 1 + k)), geometry.kernel_sizes, geometry.strides, geometry.dilations
@@ -281,16 +281,14 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
     return _matmul_b(cols, wmat, tgt, (n, *pix, g, o), cdtype)
 
 
-def _matmul_into(wmat, cols, tgt, shape, cdtype):
-    """Form A: ``(G, O, cK) @ (n, G, cK, P) -> (n, G, O, P)``, into ``tgt`` if it can."""
+def _matmul_into(wmat, cols, tgt, shape, pix):
+    """Form A: ``(G, O, cK) @ (n, G, cK, P) -> (n, G, O, *pix)``, into ``tgt`` if it can."""
     if tgt is not None:
         view = _try_reshape(tgt, shape)
         if view is not None and _blasable(view):
             np.matmul(wmat, cols, out=view)
             return tgt
-    res = np.matmul(wmat, cols)
-    return res.reshape(shape[:3] + (tgt.shape[3:] if tgt is not None else ())) if tgt is not None \
-        else res
+    return np.matmul(wmat, cols).reshape(shape[:3] + tuple(pix))
 
 
 def _matmul_b(cols, wmat, tgt, shape, cdtype):
