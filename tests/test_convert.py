@@ -676,3 +676,105 @@ def test_convert_indices_tf_formula_by_loop():
         yy, xxx = divmod(int(ours[b, c, y, xx]), 6)
         assert got[b, c, y, xx] == (yy * 6 + xxx) * 3 + c
         assert x[b, c, yy, xxx] == x[b, c, 2 * y:2 * y + 2, 2 * xx:2 * xx + 2].max()
+
+
+# -- verified against this library's own convolution ops ---------------------------------------
+# The converted weights, used in each framework's layouts through `kernel_layout=`, give the
+# same result as the PyTorch-layout op. Skipped while an op does not exist yet.
+
+
+def _need(*names):
+    for name in names:
+        if not hasattr(lo, name):
+            pytest.skip(f"lo.{name} does not exist yet")
+
+
+def _in_layout(x_nchw, layout):
+    return lo.convert(x_nchw, "NCHW", layout)
+
+
+@pytest.mark.parametrize("fw", list(EXPECTED_2D))
+@pytest.mark.parametrize("groups", [1, 2])
+def test_converted_conv_weights_compute_the_same_conv(fw, groups):
+    _need("conv")
+    x = rand((2, 4, 7, 6), seed=11)
+    w = rand((6, 4 // groups, 3, 2), seed=12)  # torch OIHW
+    ref = lo.conv(x, w, groups=groups, stride=(2, 1), padding=1)
+    act = lo.FRAMEWORKS[fw].activation
+    k = lo.convert_weight(w, "conv", "torch", fw)
+    out = lo.conv(_in_layout(x, act), k, groups=groups, stride=(2, 1), padding=1, layout=act,
+                  kernel_layout=lo.framework_layout(fw, "conv"))
+    np.testing.assert_allclose(lo.convert(out, act, "NCHW"), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fw", list(EXPECTED_2D))
+def test_converted_depthwise_weights_compute_the_same_conv(fw):
+    _need("conv", "depthwise_conv2d")
+    x = rand((1, 3, 6, 5), seed=13)
+    w = rand((6, 1, 3, 3), seed=14)  # C = 3, M = 2
+    ref = lo.depthwise_conv2d(x, w, padding=1)
+    act = lo.FRAMEWORKS[fw].activation
+    k = lo.convert_weight(w, "depthwise", "torch", fw, groups=3)
+    kl = lo.framework_layout(fw, "depthwise")
+    if kl.kind == "depthwise_kernel":
+        out = lo.depthwise_conv2d(_in_layout(x, act), k, padding=1, layout=act, kernel_layout=kl)
+    else:  # a grouped conv with groups = C, as torch / lax / flax / onnx / tflite run it
+        out = lo.conv(_in_layout(x, act), k, groups=3, padding=1, layout=act, kernel_layout=kl)
+    np.testing.assert_allclose(lo.convert(out, act, "NCHW"), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fw", list(EXPECTED_2D))
+@pytest.mark.parametrize("stride", [1, 2])
+def test_converted_conv_transpose_weights_compute_the_same(fw, stride):
+    _need("conv", "conv_transpose")
+    x = rand((1, 3, 4, 5), seed=15)
+    w = rand((3, 2, 3, 2), seed=16)  # torch ConvTranspose2d(3, 2, (3, 2)): IOHW
+    ref = lo.conv_transpose(x, w, stride=stride)
+    fwk = lo.FRAMEWORKS[fw]
+    act = fwk.conv_transpose_activation
+    k = lo.convert_weight(w, "conv_transpose", "torch", fw)
+    kl = lo.framework_layout(fw, "conv_transpose")
+    xa = _in_layout(x, act)
+    if fwk.transpose_flipped:
+        # lax.conv_transpose(transpose_kernel=False): correlate the stride-dilated input,
+        # padded by k - 1, with the kernel as stored (I = the input's channels)
+        sp = [act.index(c) for c in "HW"]
+        shape = list(xa.shape)
+        for ax in sp:
+            shape[ax] = (shape[ax] - 1) * stride + 1
+        z = np.zeros(shape)
+        sl = [slice(None)] * xa.ndim
+        for ax in sp:
+            sl[ax] = slice(None, None, stride)
+        z[tuple(sl)] = xa
+        out = lo.conv(z, k, padding=((2, 2), (1, 1)), layout=act, kernel_layout=kl)
+    else:
+        out = lo.conv_transpose(xa, k, stride=stride, layout=act, kernel_layout=kl)
+    np.testing.assert_allclose(lo.convert(out, act, "NCHW"), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("storage_order", [0, 1])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_max_pool_indices_converted_match_onnx_reference(storage_order, layout):
+    _need("max_pool")
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    x = np.random.default_rng(8).permutation(2 * 3 * 5 * 6).reshape(2, 3, 5, 6)
+    x = x.astype(np.float32)
+    node = helper.make_node("MaxPool", ["X"], ["Y", "I"], kernel_shape=[2, 3], strides=[2, 2],
+                            storage_order=storage_order)
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, 3, 2, 2]),
+         helper.make_tensor_value_info("I", TensorProto.INT64, [2, 3, 2, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    _, ref_idx = ReferenceEvaluator(model).run(None, {"X": x})
+    xa = lo.convert(x, "NCHW", layout)
+    _, idx = lo.max_pool(xa, (2, 3), stride=2, return_indices=True, layout=layout)
+    got = lo.convert_indices(idx, xa.shape, layout=layout, to="onnx",
+                             storage_order=storage_order)
+    np.testing.assert_array_equal(lo.convert(got, layout, "NCHW"), ref_idx)
