@@ -401,6 +401,12 @@ def test_convert_weight_errors():
         lo.convert_weight(rand((6, 1, 3, 3)), "depthwise", "torch", "tf")
     with pytest.raises(ValueError, match=r"flax's transposed convolution takes no groups"):
         lo.convert_weight(w, "conv_transpose", "torch", "flax", groups=2)
+    with pytest.raises(lo.LayoutError, match=r"`groups`=4 does not divide O=6 of the conv weight "
+                                             r"in tf's 'HWIO' layout"):
+        lo.convert_weight(rand((3, 3, 2, 6)), "conv", "tf", "torch", groups=4)
+    with pytest.raises(lo.LayoutError, match=r"`groups`=3 does not divide I=4 of the "
+                                             r"conv_transpose weight in torch's 'IOHW'"):
+        lo.convert_weight(w, "conv_transpose", "torch", "onnx", groups=3)
     # torch <-> onnx grouped transposed kernels are plain (same layout)
     out = lo.convert_weight(w, "conv_transpose", "torch", "onnx", groups=2)
     np.testing.assert_array_equal(out, w)

@@ -415,8 +415,9 @@ def convert_weight(w, op: str, src: str, dst: str, *, groups: int | None = None)
         Framework names: ``torch``, ``tf``, ``jax``, ``flax``, ``onnx``, ``tflite``.
     groups : int, optional
         For ``"depthwise"``: the number of channels ``C`` (needed to go from a ``(C*M, 1, ...)``
-        form to TF's ``(..., C, M)``). For ``"conv_transpose"``: groups > 1 is only valid
-        between frameworks whose transposed convolution takes groups (torch, onnx).
+        form to TF's ``(..., C, M)``). For ``"conv"`` and ``"conv_transpose"`` it is checked
+        against ``O`` (``I`` for transposed kernels); groups > 1 with ``"conv_transpose"`` is
+        only valid between frameworks whose transposed convolution takes groups (torch, onnx).
 
     Returns
     -------
@@ -476,7 +477,16 @@ def convert_weight(w, op: str, src: str, dst: str, *, groups: int | None = None)
                 f"got I={i} (shape {w.shape})"
             )
     # groups only drive the depthwise split; for conv / conv_transpose the layouts are
-    # plain permutations and groups only count channels.
+    # plain permutations and groups only count channels: O = C_out (conv), I = C_in
+    # (conv_transpose) must split into them.
+    if groups is not None and op != "depthwise":
+        letter = "I" if transposed else "O"
+        size = w.shape[src_l.axis(letter)]
+        if size % groups:
+            raise LayoutError(
+                f"convert_weight: `groups`={groups} does not divide {letter}={size} of the {op} "
+                f"weight in {src}'s {src_l.spec!r} layout (shape {w.shape})"
+            )
     out = convert_kernel(
         w, src_l, dst_l, groups=groups if op == "depthwise" else None, transposed=transposed
     )
