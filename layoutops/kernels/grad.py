@@ -1,11 +1,15 @@
 """Kernel pieces of the gradients: weight correlation, window scatter, padding fold, index scatter.
 
 All of them run on the windowing primitive of `layoutops.kernels.window` and tile their work
-with `split_tiles` under the workspace limit; the einsum subscripts come from layout letters,
-so a channels-last array is never transposed to channels-first to compute.
+with `split_tiles` under the workspace limit; axis orders come from the layout letters, so a
+channels-last array is never transposed to channels-first to compute.
 
 - `weight_grad`: the weight gradient of a conv, ``sum_{n, out} window(x)[n, out, taps] *
-  g[n, out]`` per group, on the window view of each (padded) input tile.
+  g[n, out]`` per group, on the window view of each (padded) input tile: the tile's columns
+  are copied once in the order its layout favours (``(G, C*taps, N*positions)`` for
+  channels-first, ``(G, N*positions, C*taps)`` for channels-last) and contracted by one
+  batched matmul (BLAS per group; an einsum with the group as a batch index would leave
+  BLAS).
 - `window_scatter`: the adjoint of taking windows with a ones kernel (each output value added
   to every tap of its window) — the input gradient of average and Lp pooling.
 - `fold_padding`: the gradient with respect to a reflect/replicate/circular padded input,
@@ -15,11 +19,9 @@ so a channels-last array is never transposed to channels-first to compute.
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 import numpy as np
-import opt_einsum
 
 from .geometry import Geometry
 from .plan import split_tiles
@@ -29,26 +31,6 @@ from .window import padded_block, source_indices, window_view
 __all__ = ["weight_grad", "window_scatter", "fold_padding", "index_scatter", "bin_scatter"]
 
 _ROLE = "NCGOIM"
-
-
-@functools.lru_cache(maxsize=256)
-def _expression(subscripts: str, *shapes: tuple[int, ...]):
-    return opt_einsum.contract_expression(subscripts, *shapes)
-
-
-def _symbols(spatial: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Einsum symbols for output positions and kernel taps, one pair per spatial letter."""
-    pool = iter(opt_einsum.get_symbol(i) for i in range(10, 200))
-    used = set("ngab")
-    pos, tap = {}, {}
-    for c in spatial:
-        for table in (pos, tap):
-            s = next(pool)
-            while s in used:
-                s = next(pool)
-            used.add(s)
-            table[c] = s
-    return pos, tap
 
 
 def weight_grad(
@@ -101,15 +83,21 @@ def weight_grad(
     ...             x_channel="I", g_channel="O").ravel().tolist()
     [3.0, 6.0, 9.0]
     """
-    pos, tap = _symbols(spatial)
-    x_map = {"N": "n", "G": "g", "C": "a", **pos}
-    g_map = {"N": "n", "G": "g", "C": "b", **pos}
-    w_map = {"G": "g", x_channel: "a", g_channel: "b", **tap}
+    n_sp = len(spatial)
     x_axes = tuple(x_letters.index(c) for c in spatial)
-    x_sub = "".join(x_map[c] for c in x_letters) + "".join(tap[c] for c in spatial)
-    g_sub = "".join(g_map[c] for c in g_letters)
-    w_sub = "".join(w_map[c] for c in w_letters)
-    subscripts = f"{x_sub},{g_sub}->{w_sub}"
+    # axes of the window view: x's letters, then one tap axis per spatial letter (lower case)
+    view_letters = x_letters + spatial.lower()
+    channels_first = x_letters.index("C") < min(x_axes)
+    if channels_first:   # columns (G, C * taps, N * positions): C and taps stay together
+        x_order = "GC" + spatial.lower() + "N" + spatial
+        g_order = "GCN" + spatial
+    else:                # columns (G, N * positions, C * taps): the positions stay outermost
+        x_order = "GN" + spatial + "C" + spatial.lower()
+        g_order = "GN" + spatial + "C"
+    x_perm = tuple(view_letters.index(c) for c in x_order)
+    g_perm = tuple(g_letters.index(c) for c in g_order)
+    res_letters = "G" + x_channel + spatial + g_channel
+    w_perm = tuple(res_letters.index(c) for c in w_letters)
 
     n_axis_x, n_axis_g = x_letters.index("N"), g_letters.index("N")
     g_axes = tuple(g_letters.index(c) for c in spatial)
@@ -146,7 +134,23 @@ def weight_grad(
             gt = g[tuple(gi)]
             if gt.dtype != dtype:
                 gt = gt.astype(dtype)
-            acc += _expression(subscripts, view.shape, gt.shape)(view, gt)
+            groups, a_per, b_per = gt.shape[g_letters.index("G")], view.shape[
+                x_letters.index("C")], gt.shape[g_letters.index("C")]
+            rows = int(np.prod(view.shape[x.ndim:])) * a_per    # C * taps
+            cols = view.size // (groups * rows)                  # N * positions
+            # the per-tile im2col copy, then one BLAS GEMM per group (a batched matmul)
+            xm = view.transpose(x_perm).reshape(
+                (groups, rows, cols) if channels_first else (groups, cols, rows)
+            )
+            gm = gt.transpose(g_perm).reshape(
+                (groups, b_per, cols) if channels_first else (groups, cols, b_per)
+            )
+            if channels_first:
+                res = np.matmul(xm, gm.transpose(0, 2, 1))
+            else:
+                res = np.matmul(xm.transpose(0, 2, 1), gm)
+            res = res.reshape((groups, a_per, *geom.kernel_sizes[:n_sp], b_per))
+            acc += res.transpose(w_perm)
     return acc
 
 
