@@ -545,3 +545,49 @@ def test_conv_jvp_finite_differences_and_duality_with_vjp(layout):
     dual = np.vdot(grads.grad_input, dx) + np.vdot(grads.grad_weight, dw) + np.vdot(
         grads.grad_bias, db)
     np.testing.assert_allclose(np.vdot(dy, g), dual, rtol=1e-10)
+
+
+def test_gradients_are_tiled_under_the_workspace_limit():
+    """A small workspace limit splits the work into many tiles; the result is the same."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 26, 24, 4))   # NHWC
+    w = rng.standard_normal((3, 3, 2, 6))     # HWIO, groups=2
+    kw = dict(layout="NHWC", groups=2, stride=(2, 1), padding=(1, 2, 0, 1),
+              padding_mode="replicate")
+    g = rng.standard_normal(lo.conv(x, w, **kw).shape)
+    full = lo.conv_backward(g, x, w, **kw)
+    xp = rng.standard_normal((2, 8, 41, 40))
+    pool_kw = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
+    gp = rng.standard_normal(lo.avg_pool(xp, **pool_kw).shape)
+    pool_full = lo.avg_pool_backward(gp, xp, **pool_kw).grad_input
+    with lo.workspace_limit(2**16):
+        tiled = lo.conv_backward(g, x, w, **kw)
+        pool_tiled = lo.avg_pool_backward(gp, xp, **pool_kw).grad_input
+    np.testing.assert_allclose(tiled.grad_weight, full.grad_weight, rtol=1e-12)
+    np.testing.assert_allclose(tiled.grad_input, full.grad_input, rtol=1e-12)
+    np.testing.assert_allclose(pool_tiled, pool_full, rtol=1e-12)
+
+
+@pytest.mark.parametrize("layout, shape", [("NWC", (2, 9, 3)), ("NCW", (2, 3, 8)),
+                                           ("NCDHW", (1, 2, 5, 4, 5)),
+                                           ("NDHWC", (1, 4, 5, 5, 2))])
+def test_pool_backward_1d_3d_finite_differences(layout, shape):
+    rng = np.random.default_rng(len(shape) + shape[-1])
+    x = rng.standard_normal(shape)
+    kw = dict(kernel_size=2 if len(shape) == 5 else 3, stride=2, padding=1, ceil_mode=True,
+              layout=layout)
+    for fwd, bwd, extra in [(lo.avg_pool, lo.avg_pool_backward, {}),
+                            (lo.avg_pool, lo.avg_pool_backward, {"count_include_pad": False}),
+                            (lo.max_pool, lo.max_pool_backward, {})]:
+        g = rng.standard_normal(fwd(x, **kw, **extra).shape)
+        grad = bwd(g, x, **kw, **extra).grad_input
+        v = rng.standard_normal(x.shape)
+        fd = (np.vdot(fwd(x + 1e-7 * v, **kw, **extra), g)
+              - np.vdot(fwd(x - 1e-7 * v, **kw, **extra), g)) / 2e-7
+        np.testing.assert_allclose(np.vdot(grad, v), fd, rtol=1e-6, atol=1e-7)
+    g = rng.standard_normal(lo.lp_pool(x, 3, **kw).shape)
+    grad = lo.lp_pool_backward(g, x, 3, **kw).grad_input
+    v = rng.standard_normal(x.shape)
+    fd = (np.vdot(lo.lp_pool(x + 1e-6 * v, 3, **kw), g)
+          - np.vdot(lo.lp_pool(x - 1e-6 * v, 3, **kw), g)) / 2e-6
+    np.testing.assert_allclose(np.vdot(grad, v), fd, rtol=1e-6, atol=1e-7)
