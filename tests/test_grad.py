@@ -591,3 +591,19 @@ def test_pool_backward_1d_3d_finite_differences(layout, shape):
     fd = (np.vdot(lo.lp_pool(x + 1e-6 * v, 3, **kw), g)
           - np.vdot(lo.lp_pool(x - 1e-6 * v, 3, **kw), g)) / 2e-6
     np.testing.assert_allclose(np.vdot(grad, v), fd, rtol=1e-6, atol=1e-7)
+
+
+def test_conv_transpose_backward_out_layout_and_grouped_kernel():
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 4, 3, 4))              # NCHW, C_in = 4
+    w = rng.standard_normal((2, 2, 3, 2, 2))           # GIOHW: I = 2, O = 3 per group
+    kw = dict(stride=2, padding=(1, 0, 0, 1), groups=2, kernel_layout="GIOHW",
+              out_layout="NHWC")
+    y = lo.conv_transpose(x, w, np.zeros(6), **kw)
+    g = rng.standard_normal(y.shape)
+    grads = lo.conv_transpose_backward(g, x, w, np.zeros(6), **kw)
+    assert grads.grad_input.shape == x.shape and grads.grad_weight.shape == w.shape
+    value = np.vdot(lo.conv_transpose(x, w, **kw), g)
+    np.testing.assert_allclose(np.vdot(grads.grad_input, x), value, rtol=1e-10)
+    np.testing.assert_allclose(np.vdot(grads.grad_weight, w), value, rtol=1e-10)
+    np.testing.assert_allclose(grads.grad_bias, _cf(g).sum(axis=(0, 2, 3)), rtol=1e-12)

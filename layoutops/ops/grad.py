@@ -470,13 +470,16 @@ def max_pool_backward(
     op = "max_pool_backward"
     g = _grad_out(grad_out, op)
     x = as_array(x, "x", op)
-    out, indices = max_pool(
-        x, kernel_size, stride=stride, padding=padding, dilation=dilation,
-        ceil_mode=ceil_mode, return_indices=True, layout=layout, _op=op,
+    lay, geom, _ = avg_pool_setup(
+        op, x, kernel_size, stride=stride, padding=padding, dilation=dilation,
+        ceil_mode=ceil_mode, divisor_override=None, layout=layout,
     )
-    lay = activation_layout(x.ndim, layout)
-    _check_shape(g, out.shape, lay, op)
+    _check_shape(g, _pool_shape(x.shape, _spatial_axes(lay), geom.out_sizes), lay, op)
     dtype, _ = _pool_dtypes(op, g, x)
+    _, indices = max_pool(
+        x, kernel_size, stride=stride, padding=padding, dilation=dilation,
+        ceil_mode=ceil_mode, return_indices=True, layout=lay.spec, _op=op,
+    )
     grad = index_scatter(
         g, indices, x.shape, lay.batch_axis, lay.channel_axis, _spatial_axes(lay), dtype
     )
@@ -646,16 +649,16 @@ def lp_pool_backward(
     op = "lp_pool_backward"
     g = _grad_out(grad_out, op)
     x = as_array(x, "x", op)
-    norm = lp_pool(
-        x, p, kernel_size, stride=stride, padding=padding, dilation=dilation,
-        ceil_mode=ceil_mode, layout=layout, _op=op,
-    )
     lay, geom, _ = avg_pool_setup(
         op, x, kernel_size, stride=stride, padding=padding, dilation=dilation,
         ceil_mode=ceil_mode, divisor_override=None, layout=layout,
     )
-    _check_shape(g, norm.shape, lay, op)
+    _check_shape(g, _pool_shape(x.shape, _spatial_axes(lay), geom.out_sizes), lay, op)
     dtype, cdtype = _pool_dtypes(op, g, x)
+    norm = lp_pool(
+        x, p, kernel_size, stride=stride, padding=padding, dilation=dilation,
+        ceil_mode=ceil_mode, layout=lay.spec, _op=op,
+    )
     p = float(p)
     norm = norm.astype(cdtype, copy=False)
     positive = norm > 0
