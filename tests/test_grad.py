@@ -195,6 +195,9 @@ def test_conv_backward_needs_skips_work(monkeypatch):
     only_b = lo.conv_backward(g, x, w, np.zeros(3), needs="bias")
     np.testing.assert_allclose(only_b.grad_bias, full.grad_bias)
     assert only_b.grad_weight is None
+    monkeypatch.setattr(grad_mod, "conv", boom)
+    ct = lo.conv_transpose_backward(rng.standard_normal((1, 2, 5, 5)), g, w, needs=("bias",))
+    assert ct == (None, None, None)  # no bias: nothing asked for is computable
 
 
 def test_conv_backward_dtypes_and_empty_batch():

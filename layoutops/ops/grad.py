@@ -376,7 +376,7 @@ out_layout
     )
     grad_input = grad_weight = grad_bias = None
     if "input" in want:
-        g_used = g
+        # appended positions (a negative end crop) have no taps: drop their gradient
         index = [slice(None)] * g.ndim
         for letter, size, (_, e) in zip(spatial, out_sizes, crops, strict=True):
             if e < 0:
