@@ -442,3 +442,16 @@ def test_distributed_local_cluster():
     ):
         got = client.compute(y).result()
     np.testing.assert_allclose(got, fn(x, w, np.ones(4), **kwargs), rtol=RTOL, atol=ATOL)
+
+
+def test_accepts_dask_decorator_dispatches_and_flattens_kwargs():
+    wrapped = dask_support.accepts_dask("max_pool")(lo.max_pool2d)  # (x, kernel_size, **kw)
+    x = np.random.default_rng(6).standard_normal((2, 7, 9, 3))
+    want = lo.max_pool2d(x, 3, stride=2, padding=1, layout="NHWC")
+    np.testing.assert_array_equal(wrapped(x, 3, stride=2, padding=1, layout="NHWC"), want)
+    _check(wrapped(da.from_array(x, chunks=(1, 2, 4, 3)), 3, stride=2, padding=1,
+                   layout="NHWC"), want)
+    with pytest.raises(ValueError, match="`max_pool2d`"):
+        wrapped(da.from_array(x[0], chunks=2), 3, layout="NHWC")
+    with pytest.raises(ValueError, match="kind"):
+        dask_support.accepts_dask("unfold")

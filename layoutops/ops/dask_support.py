@@ -195,6 +195,11 @@ def _transpose_blocks(axis, geometry, bounds) -> list[_AxisBlock]:
     return blocks
 
 
+def _halo_copy(chunk: np.ndarray, index: tuple) -> np.ndarray:
+    """A copy of part of a chunk: a view would keep the whole neighbouring chunk alive."""
+    return chunk[index].copy()
+
+
 def _gather_plan(src: np.ndarray, bounds: np.ndarray):
     """Which chunks a block reads along one axis: ``[(chunk, start, stop)]`` in chunk order
     (local slices), and the index into their concatenation (None when it is the identity)."""
@@ -317,11 +322,14 @@ def dask_call(kind: str, fn, x, *args, **kwargs):
     if kind not in KINDS:
         raise ValueError(f"dask_call: `kind` must be one of {KINDS}, got {kind!r}")
     name = getattr(fn, "__name__", kind)
-    bound = inspect.signature(fn).bind(x, *args, **kwargs)
+    signature = inspect.signature(fn)
+    bound = signature.bind(x, *args, **kwargs)
     bound.apply_defaults()
     arguments = dict(bound.arguments)
-    x_param = next(iter(arguments))
-    del arguments[x_param]
+    del arguments[next(iter(arguments))]  # x
+    for param in signature.parameters.values():  # a ``**kwargs`` wrapper: flatten it
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(arguments.pop(param.name, {}))
     if any(np.isnan(c) for chunks in x.chunks for c in chunks):
         raise ValueError(
             f"`{name}`: a dask input needs known chunk sizes (call `x.compute_chunk_sizes()`)"
@@ -349,8 +357,9 @@ def dask_call(kind: str, fn, x, *args, **kwargs):
     if kind in ("conv", "depthwise", "conv_transpose"):
         weight = np.asarray(arguments["weight"])
         op_kind = kind if kind != "depthwise" else "depthwise"
-        w_layout = kernel_layout(x_layout, arguments.get("kernel_layout"), op=op_kind,
-                                 ndim=weight.ndim)
+        w_layout = kernel_layout(
+            x_layout, arguments.get("kernel_layout"), op=op_kind, ndim=weight.ndim
+        )
         if arguments.get("out_layout") is not None:
             out_layout = activation_layout(x.ndim, arguments["out_layout"])
         block_args["kernel_layout"] = w_layout.spec
@@ -366,28 +375,38 @@ def dask_call(kind: str, fn, x, *args, **kwargs):
             consts.append(np.asarray(bias))
         c_out = metas[0].shape[out_layout.channel_axis]
     else:
-        kernel_sizes = normalize_tuple(arguments["kernel_size"], len(spatial), "kernel_size",
-                                       name)
+        kernel_sizes = normalize_tuple(arguments["kernel_size"], len(spatial), "kernel_size", name)
         c_out = x.shape[x_layout.channel_axis]
 
     if kind == "conv_transpose":
         from .conv_transpose import transposed_crops
 
         geometry = transposed_crops(
-            name, in_sizes, kernel_sizes, stride=arguments["stride"],
-            padding=arguments["padding"], output_padding=arguments["output_padding"],
-            dilation=arguments["dilation"], output_shape=arguments["output_shape"],
+            name,
+            in_sizes,
+            kernel_sizes,
+            stride=arguments.get("stride", 1),
+            padding=arguments.get("padding", 0),
+            output_padding=arguments.get("output_padding", 0),
+            dilation=arguments.get("dilation", 1),
+            output_shape=arguments.get("output_shape"),
             spatial=spatial,
         )
     else:
         pool = kind in _POOLS
-        stride = arguments["stride"]
+        stride = arguments.get("stride", None if pool else 1)
         if pool and stride is None:
             stride = kernel_sizes
         geometry = conv_geometry(
-            name, in_sizes, kernel_sizes, stride=stride, padding=arguments["padding"],
-            dilation=arguments["dilation"], spatial=spatial,
-            ceil_mode=bool(arguments.get("ceil_mode", False)) if pool else False, pool=pool,
+            name,
+            in_sizes,
+            kernel_sizes,
+            stride=stride,
+            padding=arguments.get("padding", 0),
+            dilation=arguments.get("dilation", 1),
+            spatial=spatial,
+            ceil_mode=bool(arguments.get("ceil_mode", False)) if pool else False,
+            pool=pool,
         )
         block_args["stride"] = geometry.strides
     mode = arguments.get("padding_mode", "zeros")
@@ -407,8 +426,10 @@ def dask_call(kind: str, fn, x, *args, **kwargs):
     c_axis = x_layout.channel_axis
     if len(x.chunks[c_axis]) > 1:
         x = x.rechunk({c_axis: -1})
-    bounds = [np.concatenate([[0], np.cumsum(x.chunks[a])]).astype(np.int64)
-              for a in x_layout.spatial_axes]
+    bounds = [
+        np.concatenate([[0], np.cumsum(x.chunks[a])]).astype(np.int64)
+        for a in x_layout.spatial_axes
+    ]
     if kind == "conv_transpose":
         plans = [_transpose_blocks(i, geometry, bounds[i]) for i in range(len(spatial))]
     else:
@@ -419,8 +440,11 @@ def dask_call(kind: str, fn, x, *args, **kwargs):
     return_indices = kind == "max_pool" and bool(arguments.get("return_indices"))
 
     token = tokenize(
-        x.name, getattr(fn, "__module__", ""), getattr(fn, "__qualname__", name),
-        repr(sorted((k, repr(v)) for k, v in block_args.items())), *consts,
+        x.name,
+        getattr(fn, "__module__", ""),
+        getattr(fn, "__qualname__", name),
+        repr(sorted((k, repr(v)) for k, v in block_args.items())),
+        *consts,
     )
     base = f"{name}-dask-{token}"
     layer: dict = {}
@@ -491,8 +515,9 @@ def dask_call(kind: str, fn, x, *args, **kwargs):
                     idx[x_layout.batch_axis] = b_chunk
                     sl = [slice(None)] * x.ndim
                     partial = False
-                    for axis, (chunk, start, stop) in zip(x_layout.spatial_axes, combo,
-                                                          strict=True):
+                    for axis, (chunk, start, stop) in zip(
+                        x_layout.spatial_axes, combo, strict=True
+                    ):
                         idx[axis] = chunk
                         sl[axis] = slice(start, stop)
                         size = x.chunks[axis][chunk]
@@ -501,7 +526,7 @@ def dask_call(kind: str, fn, x, *args, **kwargs):
                     if partial:
                         n_halo += 1
                         piece = (halo, n_halo)
-                        layer[piece] = (operator.getitem, src_key, tuple(sl))
+                        layer[piece] = (_halo_copy, src_key, tuple(sl))
                         src_key = piece
                     piece_keys.append(src_key)
             else:
