@@ -455,3 +455,34 @@ def test_accepts_dask_decorator_dispatches_and_flattens_kwargs():
         wrapped(da.from_array(x[0], chunks=2), 3, layout="NHWC")
     with pytest.raises(ValueError, match="kind"):
         dask_support.accepts_dask("unfold")
+
+
+def test_halo_wider_than_a_chunk_with_circular_padding():
+    fn, call = _public("conv", "conv")
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((1, 2, 9, 8))
+    w = rng.standard_normal((3, 2, 5, 3))
+    kwargs = dict(padding=((8, 0), (2, 3)), dilation=(2, 1), padding_mode="circular")
+    want = fn(x, w, **kwargs)  # a block reads 8 rows beyond it, from 8 one-row chunks
+    _check(call(da.from_array(x, chunks=(1, 1, 1, 1)), w, **kwargs), want)
+
+
+def test_windows_entirely_in_the_padding_give_the_bias():
+    fn, call = _public("conv", "conv")
+    x = np.arange(10.0).reshape(1, 2, 1, 5)
+    w = np.ones((3, 2, 1, 1))
+    kwargs = dict(stride=(3, 1), padding=((1, 1), (2, 0)))  # the one output row is padding
+    want = fn(x, w, np.array([1.0, 2.0, 3.0]), **kwargs)
+    got = call(da.from_array(x, chunks=(1, 2, 1, 2)), w, np.array([1.0, 2.0, 3.0]), **kwargs)
+    _check(got, want)
+    assert want.shape == (1, 3, 1, 7) and np.all(want[0, :, 0, 0] == [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("kind", ["max_pool", "avg_pool", "avg_pool_excl", "lp_pool"])
+def test_pool_ceil_mode_last_window_starts_in_padding(kind):
+    fn, call, args, extra = _pool_call(kind)
+    x = np.random.default_rng(14).standard_normal((1, 2, 6, 7)) + 3.0
+    kwargs = dict(stride=2, padding=1, ceil_mode=True, **extra)  # 6 -> 4, 7 -> 5 windows
+    want = fn(x, *args, 3, **kwargs)
+    for chunks in ((1, 2, 5, 3), (1, 1, (1, 4, 1), (3, 1, 3))):
+        _check(call(da.from_array(x, chunks=chunks), *args, 3, **kwargs), want)
