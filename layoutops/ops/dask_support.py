@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernels.window import source_indices
-from ..layouts import activation_layout, kernel_layout
+from ..layouts import Layout, activation_layout, kernel_layout
 from ._params import conv_geometry, normalize_tuple
 
 __all__ = ["KINDS", "accepts_dask", "dask_call", "is_dask"]
@@ -289,12 +289,275 @@ class _BlockCall:
 # --------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Plan:
+    """Everything the graph needs, decided at call time."""
+
+    fn: object
+    name: str
+    x: object  # the dask input, channel axis in one chunk
+    x_layout: Layout
+    out_layout: Layout
+    c_out: int
+    out_dtypes: list
+    geometry: object
+    axes: list  # per spatial axis: the list of `_AxisBlock`
+    block_args: dict  # the op's arguments for every block (padding etc. set per block)
+    consts: dict  # weight / bias: stored once in the graph, passed by name
+    transposed: bool
+    return_indices: bool
+
+
+def _arguments(fn, x, args, kwargs) -> dict:
+    """The op's arguments by name (defaults applied, ``x`` left out, ``**kwargs`` flattened)."""
+    signature = inspect.signature(fn)
+    bound = signature.bind(x, *args, **kwargs)
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    del arguments[next(iter(arguments))]
+    for param in signature.parameters.values():
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(arguments.pop(param.name, {}))
+    return arguments
+
+
+def _plan(kind: str, fn, x, args, kwargs) -> _Plan:
+    """Validate like the NumPy path, then decide chunks, blocks and per-block arguments."""
+    name = getattr(fn, "__name__", kind)
+    arguments = _arguments(fn, x, args, kwargs)
+    if any(np.isnan(c) for chunks in x.chunks for c in chunks):
+        raise ValueError(
+            f"`{name}`: a dask input needs known chunk sizes (call `x.compute_chunk_sizes()`)"
+        )
+
+    # the op itself on a zero-byte stand-in of x: same errors, same messages, output dtype
+    try:
+        x_layout = activation_layout(x.ndim, arguments.get("layout"))
+    except ValueError:
+        fn(np.empty((0,) * x.ndim, dtype=x.dtype), *args, **kwargs)
+        raise
+    stand_in = list(x.shape)
+    stand_in[x_layout.batch_axis] = 0
+    meta = fn(np.empty(stand_in, dtype=x.dtype), *args, **kwargs)
+    metas = meta if isinstance(meta, tuple) else (meta,)
+
+    # the global geometry, from the normalizers the NumPy ops use
+    spatial = x_layout.spatial
+    in_sizes = tuple(x.shape[a] for a in x_layout.spatial_axes)
+    block_args = dict(arguments, layout=x_layout.spec)  # never the context default
+    consts = {}
+    out_layout = x_layout
+    if kind in ("conv", "depthwise", "conv_transpose"):
+        weight = np.asarray(block_args.pop("weight"))
+        w_layout = kernel_layout(
+            x_layout, arguments.get("kernel_layout"), op=kind, ndim=weight.ndim
+        )
+        if arguments.get("out_layout") is not None:
+            out_layout = activation_layout(x.ndim, arguments["out_layout"])
+        block_args.update(kernel_layout=w_layout.spec, out_layout=out_layout.spec)
+        dims = w_layout.shape_of(weight.shape)
+        kernel_sizes = tuple(dims[c] for c in spatial)
+        consts["weight"] = weight
+        bias = block_args.pop("bias", None)
+        if bias is not None:
+            consts["bias"] = np.asarray(bias)
+        c_out = metas[0].shape[out_layout.channel_axis]
+    else:
+        kernel_sizes = normalize_tuple(arguments["kernel_size"], len(spatial), "kernel_size", name)
+        c_out = x.shape[x_layout.channel_axis]
+    if kind == "conv_transpose":
+        from .conv_transpose import transposed_crops
+
+        geometry = transposed_crops(
+            name,
+            in_sizes,
+            kernel_sizes,
+            stride=arguments.get("stride", 1),
+            padding=arguments.get("padding", 0),
+            output_padding=arguments.get("output_padding", 0),
+            dilation=arguments.get("dilation", 1),
+            output_shape=arguments.get("output_shape"),
+            spatial=spatial,
+        )
+    else:
+        pool = kind in _POOLS
+        stride = arguments.get("stride", None if pool else 1)
+        geometry = conv_geometry(
+            name,
+            in_sizes,
+            kernel_sizes,
+            stride=kernel_sizes if stride is None else stride,
+            padding=arguments.get("padding", 0),
+            dilation=arguments.get("dilation", 1),
+            spatial=spatial,
+            ceil_mode=bool(arguments.get("ceil_mode", False)) and pool,
+            pool=pool,
+        )
+        block_args["stride"] = geometry.strides
+    expected = dict(zip(spatial, geometry.out_sizes, strict=True), C=c_out)
+    for letter, size in zip(out_layout.spec, metas[0].shape, strict=True):
+        if letter != "N" and expected[letter] != size:
+            raise RuntimeError(
+                f"`{name}`: the dask plan's output size {expected[letter]} along {letter!r} "
+                f"differs from the op's {size} (please report this bug)"
+            )
+
+    # chunks: channels whole, batch as given, spatial axes planned block by block
+    if len(x.chunks[x_layout.channel_axis]) > 1:
+        x = x.rechunk({x_layout.channel_axis: -1})
+    mode = arguments.get("padding_mode", "zeros").lower()
+    if mode != "zeros":
+        block_args["padding_mode"] = "zeros"  # the blocks get their halos explicitly
+    axes = []
+    for i, axis in enumerate(x_layout.spatial_axes):
+        bounds = np.concatenate([[0], np.cumsum(x.chunks[axis])]).astype(np.int64)
+        if kind == "conv_transpose":
+            axes.append(_transpose_blocks(i, geometry, bounds))
+        else:
+            axes.append(_forward_blocks(i, geometry, bounds, mode, kind in _POOLS))
+    return _Plan(
+        fn=fn,
+        name=name,
+        x=x,
+        x_layout=x_layout,
+        out_layout=out_layout,
+        c_out=c_out,
+        out_dtypes=[m.dtype for m in metas],
+        geometry=geometry,
+        axes=axes,
+        block_args=block_args,
+        consts=consts,
+        transposed=kind == "conv_transpose",
+        return_indices=kind == "max_pool" and bool(arguments.get("return_indices")),
+    )
+
+
+def _graph(plan: _Plan):
+    """The task graph: one task per output block, fed by (copied) slices of input chunks."""
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    x, x_layout = plan.x, plan.x_layout
+    ndim, spatial = x.ndim, x_layout.spatial
+    token = tokenize(
+        x.name,
+        getattr(plan.fn, "__module__", ""),
+        getattr(plan.fn, "__qualname__", plan.name),
+        repr(sorted((k, repr(v)) for k, v in plan.block_args.items())),
+        *plan.consts.values(),
+    )
+    base = f"{plan.name}-dask-{token}"
+    main = f"{base}-pair" if plan.return_indices else base
+    layer: dict = {}
+    const_keys = []
+    for cname, value in plan.consts.items():
+        layer[f"{base}-{cname}"] = value
+        const_keys.append(f"{base}-{cname}")
+
+    out_pos = {letter: i for i, letter in enumerate(plan.out_layout.spec)}
+    out_chunks = [()] * ndim
+    out_chunks[out_pos["N"]] = x.chunks[x_layout.batch_axis]
+    out_chunks[out_pos["C"]] = (plan.c_out,)
+    for letter, blocks in zip(spatial, plan.axes, strict=True):
+        out_chunks[out_pos[letter]] = tuple(b.out_stop - b.out_start for b in blocks)
+
+    halos = itertools.count()
+    gathers = {}  # (axis, block number) -> _gather_plan
+    for numbered in itertools.product(*(list(enumerate(blocks)) for blocks in plan.axes)):
+        blocks = [blk for _, blk in numbered]
+        reads = None
+        if all(b.src is not None for b in blocks):
+            reads = []
+            for axis, (number, blk) in enumerate(numbered):
+                if (axis, number) not in gathers:
+                    bounds = np.concatenate([[0], np.cumsum(x.chunks[x_layout.spatial_axes[axis]])])
+                    gathers[axis, number] = _gather_plan(blk.src, bounds.astype(np.int64))
+                reads.append(gathers[axis, number])
+        call = _block_call(plan, blocks, reads, out_pos)
+        for b_chunk in range(len(x.chunks[x_layout.batch_axis])):
+            pieces = []
+            if reads is None:  # no input is read: an empty slice keeps the batch size
+                combos, whole = [()], False
+            else:
+                combos, whole = itertools.product(*(r[0] for r in reads)), True
+            for combo in combos:
+                index = [0] * ndim
+                index[x_layout.batch_axis] = b_chunk
+                sl = [slice(None)] * ndim
+                partial = not whole
+                for axis in x_layout.spatial_axes:
+                    sl[axis] = slice(0, 0)
+                for axis, (chunk, start, stop) in zip(x_layout.spatial_axes, combo, strict=False):
+                    index[axis] = chunk
+                    sl[axis] = slice(start, stop)
+                    partial |= (start, stop) != (0, x.chunks[axis][chunk])
+                key = (x.name, *index)
+                if partial:
+                    piece = (f"{base}-halo", next(halos))
+                    layer[piece] = (_halo_copy, key, tuple(sl))
+                    key = piece
+                pieces.append(key)
+            out_index = [0] * ndim
+            out_index[out_pos["N"]] = b_chunk
+            for letter, (number, _) in zip(spatial, numbered, strict=True):
+                out_index[out_pos[letter]] = number
+            layer[(main, *out_index)] = (call, *const_keys, *pieces)
+            if plan.return_indices:
+                layer[(base, *out_index)] = (operator.getitem, (main, *out_index), 0)
+                layer[(f"{base}-indices", *out_index)] = (operator.getitem, (main, *out_index), 1)
+
+    metas = [np.empty((0,) * ndim, dtype=d) for d in plan.out_dtypes]
+    names = [base, f"{base}-indices"] if plan.return_indices else [base]
+    outs = tuple(
+        da.Array(
+            HighLevelGraph.from_collections(name, layer, dependencies=[x]),
+            name,
+            tuple(out_chunks),
+            meta=meta,
+        )
+        for name, meta in zip(names, metas, strict=True)
+    )
+    return outs if plan.return_indices else outs[0]
+
+
+def _block_call(plan: _Plan, blocks, reads, out_pos) -> _BlockCall:
+    """The callable of one output block (the same for every batch chunk)."""
+    kwargs = dict(plan.block_args, padding=tuple(b.pad for b in blocks))
+    if plan.transposed:
+        kwargs.update(output_padding=tuple(b.output_padding for b in blocks), output_shape=None)
+    shape = [0] * plan.x.ndim
+    shape[out_pos["C"]] = plan.c_out
+    for letter, blk in zip(plan.x_layout.spatial, blocks, strict=True):
+        shape[out_pos[letter]] = blk.out_stop - blk.out_start
+    indices = None
+    if plan.return_indices:
+        offsets = tuple(int(b.src[0]) for b in blocks)
+        indices = (offsets, tuple(len(b.src) for b in blocks), plan.geometry.in_sizes)
+    return _BlockCall(
+        fn=plan.fn,
+        kwargs=kwargs,
+        const_names=tuple(plan.consts),
+        counts=tuple(len(r[0]) for r in reads) if reads else (),
+        axes=plan.x_layout.spatial_axes if reads else (),
+        takes=tuple(r[1] for r in reads) if reads else (),
+        out_shape=tuple(shape),
+        out_batch_axis=out_pos["N"],
+        in_batch_axis=plan.x_layout.batch_axis,
+        empty=reads is None,
+        out_channel_axis=out_pos["C"],
+        dtype=plan.out_dtypes[0],
+        indices=indices,
+    )
+
+
 def dask_call(kind: str, fn, x, *args, **kwargs):
     """Run the NumPy op ``fn`` (family ``kind``) lazily over the dask array ``x``.
 
     Arguments are validated now, exactly as ``fn`` validates them; the result is a
     ``dask.array.Array`` (a tuple of two for ``max_pool(..., return_indices=True)``) whose
     blocks equal the corresponding parts of ``fn`` applied to the whole computed input.
+    `accepts_dask` calls this; call it directly to run an undecorated op on dask input.
 
     Parameters
     ----------
@@ -314,245 +577,21 @@ def dask_call(kind: str, fn, x, *args, **kwargs):
     ------
     ValueError, TypeError, LayoutError
         As the NumPy op, at call time; ``ValueError`` also for unknown chunk sizes.
-    """
-    import dask.array as da
-    from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
 
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dask.array as da
+    >>> import layoutops as lo
+    >>> from layoutops.ops.dask_support import dask_call
+    >>> x = da.ones((1, 1, 10, 10), chunks=(1, 1, 4, 4))
+    >>> y = dask_call("avg_pool", lo.avg_pool, x, 3, stride=2, padding=1)
+    >>> y.shape, y.chunks[2]
+    ((1, 1, 5, 5), (2, 2, 1))
+    >>> y.compute()[0, 0, 0].tolist() == lo.avg_pool(np.ones((1, 1, 10, 10)), 3, stride=2,
+    ...                                               padding=1)[0, 0, 0].tolist()
+    True
+    """
     if kind not in KINDS:
         raise ValueError(f"dask_call: `kind` must be one of {KINDS}, got {kind!r}")
-    name = getattr(fn, "__name__", kind)
-    signature = inspect.signature(fn)
-    bound = signature.bind(x, *args, **kwargs)
-    bound.apply_defaults()
-    arguments = dict(bound.arguments)
-    del arguments[next(iter(arguments))]  # x
-    for param in signature.parameters.values():  # a ``**kwargs`` wrapper: flatten it
-        if param.kind is inspect.Parameter.VAR_KEYWORD:
-            arguments.update(arguments.pop(param.name, {}))
-    if any(np.isnan(c) for chunks in x.chunks for c in chunks):
-        raise ValueError(
-            f"`{name}`: a dask input needs known chunk sizes (call `x.compute_chunk_sizes()`)"
-        )
-
-    # 1. validate exactly as the NumPy path: the op on a zero-byte stand-in of x
-    try:
-        x_layout = activation_layout(x.ndim, arguments.get("layout"))
-    except ValueError:
-        fn(np.empty((0,) * x.ndim, dtype=x.dtype), *args, **kwargs)
-        raise
-    stand_shape = list(x.shape)
-    stand_shape[x_layout.batch_axis] = 0
-    meta = fn(np.empty(stand_shape, dtype=x.dtype), *args, **kwargs)
-    metas = meta if isinstance(meta, tuple) else (meta,)
-
-    # 2. the global geometry and the per-block arguments
-    spatial = x_layout.spatial
-    in_sizes = tuple(x.shape[a] for a in x_layout.spatial_axes)
-    block_args = dict(arguments)
-    block_args["layout"] = x_layout.spec
-    const_names: tuple[str, ...] = ()
-    consts: list[np.ndarray] = []
-    out_layout = x_layout
-    if kind in ("conv", "depthwise", "conv_transpose"):
-        weight = np.asarray(arguments["weight"])
-        op_kind = kind if kind != "depthwise" else "depthwise"
-        w_layout = kernel_layout(
-            x_layout, arguments.get("kernel_layout"), op=op_kind, ndim=weight.ndim
-        )
-        if arguments.get("out_layout") is not None:
-            out_layout = activation_layout(x.ndim, arguments["out_layout"])
-        block_args["kernel_layout"] = w_layout.spec
-        block_args["out_layout"] = out_layout.spec
-        dims = w_layout.shape_of(weight.shape)
-        kernel_sizes = tuple(dims[c] for c in spatial)
-        const_names = ("weight",)
-        consts = [weight]
-        del block_args["weight"]
-        bias = block_args.pop("bias", None)
-        if bias is not None:
-            const_names += ("bias",)
-            consts.append(np.asarray(bias))
-        c_out = metas[0].shape[out_layout.channel_axis]
-    else:
-        kernel_sizes = normalize_tuple(arguments["kernel_size"], len(spatial), "kernel_size", name)
-        c_out = x.shape[x_layout.channel_axis]
-
-    if kind == "conv_transpose":
-        from .conv_transpose import transposed_crops
-
-        geometry = transposed_crops(
-            name,
-            in_sizes,
-            kernel_sizes,
-            stride=arguments.get("stride", 1),
-            padding=arguments.get("padding", 0),
-            output_padding=arguments.get("output_padding", 0),
-            dilation=arguments.get("dilation", 1),
-            output_shape=arguments.get("output_shape"),
-            spatial=spatial,
-        )
-    else:
-        pool = kind in _POOLS
-        stride = arguments.get("stride", None if pool else 1)
-        if pool and stride is None:
-            stride = kernel_sizes
-        geometry = conv_geometry(
-            name,
-            in_sizes,
-            kernel_sizes,
-            stride=stride,
-            padding=arguments.get("padding", 0),
-            dilation=arguments.get("dilation", 1),
-            spatial=spatial,
-            ceil_mode=bool(arguments.get("ceil_mode", False)) if pool else False,
-            pool=pool,
-        )
-        block_args["stride"] = geometry.strides
-    mode = arguments.get("padding_mode", "zeros")
-    mode = mode.lower() if isinstance(mode, str) else mode
-    if mode != "zeros":
-        block_args["padding_mode"] = "zeros"
-
-    expected = dict(zip(spatial, geometry.out_sizes, strict=True), C=c_out)
-    for letter, size in zip(out_layout.spec, metas[0].shape, strict=True):
-        if letter != "N" and expected[letter] != size:
-            raise RuntimeError(
-                f"`{name}`: the dask plan's output size {expected[letter]} along {letter!r} "
-                f"differs from the op's {size} (please report this bug)"
-            )
-
-    # 3. chunks: channels whole, batch as given, spatial axes planned
-    c_axis = x_layout.channel_axis
-    if len(x.chunks[c_axis]) > 1:
-        x = x.rechunk({c_axis: -1})
-    bounds = [
-        np.concatenate([[0], np.cumsum(x.chunks[a])]).astype(np.int64)
-        for a in x_layout.spatial_axes
-    ]
-    if kind == "conv_transpose":
-        plans = [_transpose_blocks(i, geometry, bounds[i]) for i in range(len(spatial))]
-    else:
-        plans = [
-            _forward_blocks(i, geometry, bounds[i], mode, kind in _POOLS)
-            for i in range(len(spatial))
-        ]
-    return_indices = kind == "max_pool" and bool(arguments.get("return_indices"))
-
-    token = tokenize(
-        x.name,
-        getattr(fn, "__module__", ""),
-        getattr(fn, "__qualname__", name),
-        repr(sorted((k, repr(v)) for k, v in block_args.items())),
-        *consts,
-    )
-    base = f"{name}-dask-{token}"
-    layer: dict = {}
-    const_keys = []
-    for cname, value in zip(const_names, consts, strict=True):
-        key = f"{base}-{cname}"
-        layer[key] = value
-        const_keys.append(key)
-
-    out_spec = out_layout.spec
-    out_pos = {letter: out_spec.index(letter) for letter in out_spec}
-    out_chunks = [None] * x.ndim
-    out_chunks[out_pos["N"]] = tuple(x.chunks[x_layout.batch_axis])
-    out_chunks[out_pos["C"]] = (c_out,)
-    for letter, plan in zip(spatial, plans, strict=True):
-        out_chunks[out_pos[letter]] = tuple(b.out_stop - b.out_start for b in plan)
-    out_dtypes = [m.dtype for m in metas]
-    main = base if not return_indices else f"{base}-pair"
-    halo = f"{base}-halo"
-    n_halo = 0
-    gathers = {}
-    for numbered in itertools.product(*(list(enumerate(plan)) for plan in plans)):
-        block_ids = [i for i, _ in numbered]
-        blocks = [blk for _, blk in numbered]
-        per_axis = []
-        for axis, blk in enumerate(blocks):
-            if blk.src is None:
-                per_axis = None
-                break
-            key = (axis, blk.out_start)
-            if key not in gathers:
-                gathers[key] = _gather_plan(blk.src, bounds[axis])
-            per_axis.append(gathers[key])
-        kw = dict(block_args)
-        if kind == "conv_transpose":
-            kw["output_padding"] = tuple(b.output_padding for b in blocks)
-            kw["output_shape"] = None
-        kw["padding"] = tuple(b.pad for b in blocks)
-        out_shape = [0] * x.ndim
-        out_shape[out_pos["C"]] = c_out
-        for letter, blk in zip(spatial, blocks, strict=True):
-            out_shape[out_pos[letter]] = blk.out_stop - blk.out_start
-        index_info = None
-        if return_indices and per_axis is not None:
-            offsets = tuple(int(b.src[0]) for b in blocks)
-            index_info = (offsets, tuple(len(b.src) for b in blocks), in_sizes)
-        call = _BlockCall(
-            fn=fn,
-            kwargs=kw,
-            const_names=const_names,
-            counts=tuple(len(p[0]) for p in per_axis) if per_axis else (),
-            axes=x_layout.spatial_axes if per_axis else (),
-            takes=tuple(p[1] for p in per_axis) if per_axis else (),
-            out_shape=tuple(out_shape),
-            out_batch_axis=out_pos["N"],
-            in_batch_axis=x_layout.batch_axis,
-            empty=per_axis is None,
-            out_channel_axis=out_pos["C"],
-            dtype=out_dtypes[0],
-            indices=index_info,
-        )
-        out_index_spatial = dict(zip(spatial, block_ids, strict=True))
-        for b_chunk in range(len(x.chunks[x_layout.batch_axis])):
-            piece_keys = []
-            if per_axis is not None:
-                for combo in itertools.product(*(p[0] for p in per_axis)):
-                    idx = [0] * x.ndim
-                    idx[x_layout.batch_axis] = b_chunk
-                    sl = [slice(None)] * x.ndim
-                    partial = False
-                    for axis, (chunk, start, stop) in zip(
-                        x_layout.spatial_axes, combo, strict=True
-                    ):
-                        idx[axis] = chunk
-                        sl[axis] = slice(start, stop)
-                        size = x.chunks[axis][chunk]
-                        partial |= (start, stop) != (0, size)
-                    src_key = (x.name, *idx)
-                    if partial:
-                        n_halo += 1
-                        piece = (halo, n_halo)
-                        layer[piece] = (_halo_copy, src_key, tuple(sl))
-                        src_key = piece
-                    piece_keys.append(src_key)
-            else:
-                # no input is read; keep the batch size known by passing an empty slice
-                idx = [0] * x.ndim
-                idx[x_layout.batch_axis] = b_chunk
-                sl = [slice(None)] * x.ndim
-                for axis in x_layout.spatial_axes:
-                    sl[axis] = slice(0, 0)
-                n_halo += 1
-                piece_keys.append((halo, n_halo))
-                layer[(halo, n_halo)] = (operator.getitem, (x.name, *idx), tuple(sl))
-            out_idx = [0] * x.ndim
-            out_idx[out_pos["N"]] = b_chunk
-            for letter, i in out_index_spatial.items():
-                out_idx[out_pos[letter]] = i
-            layer[(main, *out_idx)] = (call, *const_keys, *piece_keys)
-            if return_indices:
-                layer[(base, *out_idx)] = (operator.getitem, (main, *out_idx), 0)
-                layer[(f"{base}-indices", *out_idx)] = (operator.getitem, (main, *out_idx), 1)
-
-    graph = HighLevelGraph.from_collections(base, layer, dependencies=[x])
-    chunks = tuple(out_chunks)
-    meta_arrays = [np.empty((0,) * x.ndim, dtype=d) for d in out_dtypes]
-    out = da.Array(graph, base, chunks, meta=meta_arrays[0])
-    if return_indices:
-        indices = da.Array(graph, f"{base}-indices", chunks, meta=meta_arrays[1])
-        return out, indices
-    return out
+    return _graph(_plan(kind, fn, x, args, kwargs))
