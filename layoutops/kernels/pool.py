@@ -247,14 +247,11 @@ def max_pool(
         o_t = out[tile]
         if o_t.size == 0:
             continue
-        o_t.fill(init)
         ranges = [(tile[ax].start, tile[ax].stop) for ax in axes]
         if not return_indices:
-            for box in _boxes(geom, ranges):
-                dst, src = _index_pieces(tile, axes, geom.strides, box)
-                c = o_t[dst]
-                np.maximum(c, x[src], out=c)
+            _running(o_t, x, _boxes(geom, ranges), tile, axes, geom, None, np.maximum, init)
             continue
+        o_t.fill(init)
         # arg-max as a tap id (1 + flat kernel offset): taps run in window order, so the
         # winner is the last tap that beat the running max -- a running maximum of
         # ``beat * id`` -- started at the first in-bounds tap (the winner of all-equal windows)
@@ -284,6 +281,22 @@ def max_pool(
             np.maximum(ids[dst], w, out=ids[dst])
         idx[tile] = _tap_ids_to_indices(geom, axes, tile, ids, pstrides)
     return (out, idx) if return_indices else out
+
+
+def _running(acc, src, boxes, tile, axes, geom, origin, ufunc, identity) -> None:
+    """``acc = ufunc.reduce`` over the taps of ``boxes`` (in window order), in place. The first
+    tap is copied rather than combined with ``identity`` when it covers the whole tile."""
+    first = True
+    for box in boxes:
+        dst, src_index = _index_pieces(tile, axes, geom.strides, box, origin)
+        c = acc[dst]
+        if first:
+            first = False
+            if c.shape == acc.shape:
+                np.copyto(c, src[src_index], casting="unsafe")
+                continue
+            acc.fill(identity)
+        ufunc(c, src[src_index], out=c)
 
 
 def _axis_counts(geom: Geometry, i: int, o_lo: int, o_hi: int, lo: int, hi: int) -> np.ndarray:
@@ -341,11 +354,7 @@ def _sum_pool(x, axes, geom, dtype, compute_dtype, transform, finish):
             region, origin = _in_bounds_region(geom, axes, tile)
             src_arr = transform(x[region])
             acc = np.empty(o_t.shape, compute_dtype)
-        acc.fill(0)
-        for box in _boxes(geom, ranges):
-            dst, src = _index_pieces(tile, axes, geom.strides, box, origin)
-            c = acc[dst]
-            np.add(c, src_arr[src], out=c)
+        _running(acc, src_arr, _boxes(geom, ranges), tile, axes, geom, origin, np.add, 0)
         finish(acc, tile)
         if not direct:
             o_t[...] = acc
