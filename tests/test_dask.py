@@ -486,3 +486,26 @@ def test_pool_ceil_mode_last_window_starts_in_padding(kind):
     want = fn(x, *args, 3, **kwargs)
     for chunks in ((1, 2, 5, 3), (1, 1, (1, 4, 1), (3, 1, 3))):
         _check(call(da.from_array(x, chunks=chunks), *args, 3, **kwargs), want)
+
+
+@pytest.mark.parametrize("layout", ["NCW", "NWC", "NCDHW", "NDHWC"])
+@pytest.mark.parametrize("kind", ["conv_transpose", "max_pool", "avg_pool", "lp_pool"])
+def test_ranks_1_and_3(kind, layout):
+    lay = lo.Layout(layout)
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal(_shape(layout, dict(zip(lay.spatial, (7, 6, 5), strict=False),
+                                                N=2, C=2)))
+    chunks = [1] * x.ndim
+    for axis, size in zip(lay.spatial_axes, (3, 2, 4), strict=False):
+        chunks[axis] = size
+    dx = da.from_array(x, chunks=tuple(chunks))
+    if kind == "conv_transpose":
+        fn, call = _public("conv_transpose", "conv_transpose")
+        wl = lo.kernel_layout(lay, op="conv_transpose").spec
+        w = rng.standard_normal(_shape(wl, dict.fromkeys(lay.spatial, 3) | {"I": 2, "O": 3}))
+        args, kwargs = (w,), dict(stride=2, padding="same", layout=layout)
+    else:
+        fn, call, args, extra = _pool_call(kind)
+        args = (*args, 3)
+        kwargs = dict(stride=2, padding=1, ceil_mode=True, layout=layout, **extra)
+    _check(call(dx, *args, **kwargs), fn(x, *args, **kwargs))
