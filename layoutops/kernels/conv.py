@@ -39,8 +39,9 @@ Strategies (``algorithm=``):
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
-import numexpr as ne
 import numpy as np
 
 from .geometry import Geometry
@@ -59,8 +60,6 @@ PADDING_MODES = {
     "circular": "circular",
 }
 
-#: numexpr terms per evaluation (two operands each)
-_TERMS_PER_EVAL = 12
 
 
 def choose_algorithm(
@@ -162,10 +161,10 @@ def conv_forward(
         elif algorithm == "per_tap":
             work = 2 * block * o_per // max(c_per, 1) + n * groups * c_per * pix
         else:
-            work = n * groups * c_per * pix
+            work = res  # the scratch tile
         return (block + res + work) * itemsize
 
-    limit = min(get_workspace_limit(), _SPEED_TILE_BYTES)
+    limit = min(get_workspace_limit(), _SPEED_TILE_BYTES[algorithm])
     for tile in split_tiles((batch, *out_sizes), cost, limit):
         spans = tuple(
             geometry.input_span(a, sl.start, sl.stop) for a, sl in enumerate(tile[1:])
@@ -188,8 +187,10 @@ def conv_forward(
     return out
 
 
-#: tiles larger than this gain no GEMM speed and lose cache locality in the im2col copy
-_SPEED_TILE_BYTES = 48 * 2**20
+#: per strategy, the tile size beyond which speed does not improve: GEMMs gain little from
+#: larger tiles and the copies lose cache locality; the direct strategy streams through
+#: cache-sized tiles
+_SPEED_TILE_BYTES = {"im2col": 16 * 2**20, "per_tap": 32 * 2**20, "direct": 16 * 2**20}
 
 
 def _channels_first(letters: str) -> bool:
@@ -425,10 +426,165 @@ def _run_per_tap_gather(block, wtaps, geometry, form, tgt, cdtype):
 # -- direct -----------------------------------------------------------------------------------
 
 
+#: elements of one accumulation chunk of the direct strategy (stays in L2 with its scratch)
+_DIRECT_CHUNK = 2**15
+
+
 def _run_direct(block, wk, geometry, form, tgt, cdtype):
+    """``res = sum over taps and input channels of x_shifted * w_tap`` (broadcast over O).
+
+    Plain ufuncs with ``out=``: one multiply into a scratch chunk and one in-place add per
+    term, on chunks that stay in cache. With stride 1 the shifted views are flat over the
+    block's padded width (long contiguous inner loops), like the per-tap GEMMs.
+    """
+    flat = _flat_geometry(block, form, geometry)
+    if flat is None:
+        res = _direct_terms(block, wk, geometry, form, None, cdtype)
+        if tgt is None:
+            return res
+        tgt[...] = res
+        return tgt
+    pixel, ratios, q, pix = flat
+    k = geometry.n_spatial
+    n = block.shape[0]
+    g, o, c = wk.shape[:3]
+    st = block.strides
+    itm = np.dtype(cdtype).itemsize
+    if form == "A":
+        acc = np.empty((n, g, o, q), dtype=cdtype)
+        shape, strides = (n, g, c, q), (st[0], st[1], st[2], pixel)
+    else:
+        acc = np.empty((n, q, g, o), dtype=cdtype)
+        shape, strides = (n, q, g, c), (st[0], pixel, st[1 + k], st[2 + k])
+    views = []
+    for t in np.ndindex(*geometry.kernel_sizes):
+        start = tuple(ti * d for ti, d in zip(t, geometry.dilations, strict=True))
+        if form == "A":
+            index = (slice(None),) * 3 + start
+        else:
+            index = (slice(None),) + start + (slice(None),) * 2
+        views.append((t, _shifted(block, index, shape, strides)))
+    if form == "A":
+        # one (n, q) plane per (group, output, input channel, tap): long contiguous rows
+        # times a scalar weight, the fastest elementwise loop NumPy has
+        def planes(groups_part):
+            tmp = np.empty((n, q), dtype=cdtype)
+            for gi in groups_part:
+                for oi in range(o):
+                    dst = acc[:, gi, oi]
+                    first = True
+                    for t, v in views:
+                        for ci in range(c):
+                            wv = wk[(gi, oi, ci) + t]
+                            if first:
+                                np.multiply(v[:, gi, ci], wv, out=dst)
+                                first = False
+                            else:
+                                np.multiply(v[:, gi, ci], wv, out=tmp)
+                                dst += tmp
+
+        _parallel(planes, list(range(g)))
+    elif o == 1 and c == 1 and pixel == g * itm and strides[2] == itm:
+        # depthwise, channels innermost: (positions x G) is one contiguous run per chunk,
+        # multiplied by the tap's weights repeated along it (contiguous x contiguous)
+        step = max(1, _DIRECT_CHUNK // g)
+        wrep = [np.tile(wk[(slice(None), 0, 0) + t], step) for t, _ in views]
+        flat_acc = acc.reshape(n, q * g)
+
+        runs_1d = [
+            [np.lib.stride_tricks.as_strided(v[ni, 0], (q * g,), (itm,), writeable=False)
+             for _, v in views]
+            for ni in range(n)
+        ]
+
+        def runs(chunks):
+            tmp = np.empty(step * g, dtype=cdtype)
+            for ni, q0 in chunks:
+                length = (min(q, q0 + step) - q0) * g
+                dst = flat_acc[ni, q0 * g : q0 * g + length]
+                for i, v in enumerate(runs_1d[ni]):
+                    xv = v[q0 * g : q0 * g + length]
+                    if i == 0:
+                        np.multiply(xv, wrep[i][:length], out=dst)
+                    else:
+                        np.multiply(xv, wrep[i][:length], out=tmp[:length])
+                        dst += tmp[:length]
+
+        _parallel(runs, [(ni, q0) for ni in range(n) for q0 in range(0, q, step)])
+    else:
+        # chunks of positions x (G, O) that stay in cache
+        step = max(16, _DIRECT_CHUNK // max(g * o, 1))
+        tmp = np.empty((n, min(step, q), g, o), dtype=cdtype)
+        for q0 in range(0, q, step):
+            q1 = min(q, q0 + step)
+            xs = [(t, v[:, q0:q1]) for t, v in views]
+            _accumulate(xs, wk, form, acc[:, q0:q1], tmp[:, : q1 - q0])
+    if form == "A":
+        res = np.lib.stride_tricks.as_strided(
+            acc, shape=(n, g, o, *pix), strides=acc.strides[:3] + tuple(r * itm for r in ratios),
+            writeable=False,
+        )
+    else:
+        res = np.lib.stride_tricks.as_strided(
+            acc, shape=(n, *pix, g, o),
+            strides=(acc.strides[0], *(r * g * o * itm for r in ratios), o * itm, itm),
+            writeable=False,
+        )
+    if tgt is None:
+        return res.copy()
+    tgt[...] = res
+    return tgt
+
+
+def _parallel(fn, items: list) -> None:
+    """``fn(part)`` on contiguous parts of ``items``, one per thread (NumPy's ufuncs release
+    the GIL, so elementwise work uses every core, as BLAS does for the GEMMs)."""
+    threads = min(_THREADS, len(items))
+    if threads <= 1:
+        fn(items)
+        return
+    size = -(-len(items) // threads)
+    parts = [items[i : i + size] for i in range(0, len(items), size)]
+    for future in [_pool().submit(fn, part) for part in parts]:
+        future.result()
+
+
+_THREADS = max(1, min(os.cpu_count() or 1, 8))
+_POOL: list = []
+
+
+def _pool() -> ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(_THREADS, thread_name_prefix="layoutops-conv"))
+    return _POOL[0]
+
+
+def _accumulate(xs, wk, form, dst, tmp):
+    """``dst = sum over (tap, channel) of x * w`` for views ``xs`` of one spatial dimension."""
+    g, o, c = wk.shape[:3]
+    first = True
+    for t, xv_all in xs:
+        for ci in range(c):
+            w_t = wk[(slice(None), slice(None), ci) + t]  # (G, O)
+            if form == "A":
+                xv = xv_all[:, :, ci : ci + 1]  # (n, G, 1, q)
+                wv = w_t.reshape(1, g, o, 1)
+            else:
+                xv = xv_all[..., ci : ci + 1]  # (n, q, G, 1)
+                wv = w_t.reshape(1, 1, g, o)
+            if first:
+                np.multiply(xv, wv, out=dst)
+                first = False
+            else:
+                np.multiply(xv, wv, out=tmp)
+                dst += tmp
+
+
+def _direct_terms(block, wk, geometry, form, tgt, cdtype):
+    """The direct sum on the (strided) tap views, for strides > 1."""
     k = geometry.n_spatial
     g, o, c = wk.shape[:3]
-    terms = []
+    res = tmp = None
     for t, view in _tap_views(block, form, geometry):
         for ci in range(c):
             if form == "A":
@@ -437,20 +593,15 @@ def _run_direct(block, wk, geometry, form, tgt, cdtype):
             else:
                 xv = view[..., ci : ci + 1]  # (n, *P, G, 1)
                 wv = wk[(slice(None), slice(None), ci) + t].reshape((1,) + (1,) * k + (g, o))
-            terms.append((xv, np.ascontiguousarray(wv)))
-    shape = np.broadcast_shapes(terms[0][0].shape, terms[0][1].shape)
-    res = tgt if tgt is not None else np.empty(shape, dtype=cdtype)
-    for start in range(0, len(terms), _TERMS_PER_EVAL):
-        chunk = terms[start : start + _TERMS_PER_EVAL]
-        names = {}
-        expr = []
-        for j, (xv, wv) in enumerate(chunk):
-            names[f"x{j}"], names[f"w{j}"] = xv, wv
-            expr.append(f"x{j} * w{j}")
-        if start:
-            names["acc"] = res
-            expr.insert(0, "acc")
-        ne.evaluate(" + ".join(expr), local_dict=names, out=res, casting="same_kind")
+            if res is None:
+                shape = np.broadcast_shapes(xv.shape, wv.shape)
+                res = np.empty(shape, dtype=cdtype)
+                np.multiply(xv, wv, out=res)
+                continue
+            if tmp is None:
+                tmp = np.empty(res.shape, dtype=cdtype)
+            np.multiply(xv, wv, out=tmp)
+            res += tmp
     return res
 
 
