@@ -173,7 +173,6 @@ def max_pool(
     ceil_mode=False,
     return_indices=False,
     layout=None,
-    _n_spatial=None,
     _op="max_pool",
 ):
     """Max pooling over the spatial axes of ``x``, in its own layout.
@@ -201,6 +200,8 @@ def max_pool(
         row-major index of the winner within its spatial plane of the unpadded input.
     layout : str, optional
         The activation layout of ``x`` (default: the current `default_layout`).
+    _op : str
+        Internal: the op named in error messages (the gradients pass their own name).
 
     Returns
     -------
@@ -228,13 +229,24 @@ def max_pool(
     >>> lo.max_pool(x.transpose(0, 2, 3, 1), 2, layout="NHWC")[0, :, :, 0].tolist()
     [[5, 7], [13, 15]]
     """
-    x, lay = _prepare(_op, x, layout, _n_spatial)
-    return_indices = _check_bool(return_indices, "return_indices", _op)
-    geom = pool_geometry(_op, x, lay, kernel_size, stride, padding, dilation, ceil_mode)
+    return _max_pool(
+        _op, None, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+        layout,
+    )
+
+
+def _max_pool(op, n_spatial, x, kernel_size, stride, padding, dilation, ceil_mode,
+              return_indices, layout):
+    x, lay = _prepare(op, x, layout, n_spatial)
+    return_indices = _check_bool(return_indices, "return_indices", op)
+    geom = pool_geometry(op, x, lay, kernel_size, stride, padding, dilation, ceil_mode)
     return kpool.max_pool(x, lay.spatial_axes, geom, return_indices=return_indices)
 
 
-def max_pool1d(x, kernel_size, **kwargs):
+def max_pool1d(
+    x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+    return_indices=False, layout=None,
+):
     """`max_pool` for ``(N, C, W)``-rank input (1 spatial axis).
 
     Examples
@@ -244,10 +256,16 @@ def max_pool1d(x, kernel_size, **kwargs):
     >>> lo.max_pool1d(np.array([[[1, 3, 2, 5, 4]]]), 2).tolist()
     [[[3, 5]]]
     """
-    return max_pool(x, kernel_size, _n_spatial=1, _op="max_pool1d", **kwargs)
+    return _max_pool(
+        "max_pool1d", 1, x, kernel_size, stride, padding, dilation, ceil_mode,
+        return_indices, layout,
+    )
 
 
-def max_pool2d(x, kernel_size, **kwargs):
+def max_pool2d(
+    x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+    return_indices=False, layout=None,
+):
     """`max_pool` for 4-D input (2 spatial axes).
 
     Examples
@@ -257,10 +275,16 @@ def max_pool2d(x, kernel_size, **kwargs):
     >>> lo.max_pool2d(np.zeros((2, 3, 8, 8)), 2).shape
     (2, 3, 4, 4)
     """
-    return max_pool(x, kernel_size, _n_spatial=2, _op="max_pool2d", **kwargs)
+    return _max_pool(
+        "max_pool2d", 2, x, kernel_size, stride, padding, dilation, ceil_mode,
+        return_indices, layout,
+    )
 
 
-def max_pool3d(x, kernel_size, **kwargs):
+def max_pool3d(
+    x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+    return_indices=False, layout=None,
+):
     """`max_pool` for 5-D input (3 spatial axes).
 
     Examples
@@ -270,7 +294,10 @@ def max_pool3d(x, kernel_size, **kwargs):
     >>> lo.max_pool3d(np.zeros((1, 4, 4, 4, 2)), 2, layout="NDHWC").shape
     (1, 2, 2, 2, 2)
     """
-    return max_pool(x, kernel_size, _n_spatial=3, _op="max_pool3d", **kwargs)
+    return _max_pool(
+        "max_pool3d", 3, x, kernel_size, stride, padding, dilation, ceil_mode,
+        return_indices, layout,
+    )
 
 
 # -- average pooling -----------------------------------------------------------------------
@@ -287,7 +314,6 @@ def avg_pool(
     count_include_pad=True,
     divisor_override=None,
     layout=None,
-    _n_spatial=None,
     _op="avg_pool",
 ):
     """Average pooling over the spatial axes of ``x``, in its own layout.
@@ -305,6 +331,8 @@ def avg_pool(
         of taps inside the input.
     divisor_override : int, optional
         Divide every window sum by this positive int instead.
+    _op : str
+        Internal: the op named in error messages.
 
     Returns
     -------
@@ -331,11 +359,19 @@ def avg_pool(
     ...             count_include_pad=False)[0, 0].tolist()
     [1.0, 1.0, 1.0, 1.0]
     """
-    x, lay = _prepare(_op, x, layout, _n_spatial)
-    dtype, cdtype = _float_types(_op, x)
-    count_include_pad = _check_bool(count_include_pad, "count_include_pad", _op)
+    return _avg_pool(
+        _op, None, x, kernel_size, stride, padding, dilation, ceil_mode,
+        count_include_pad, divisor_override, layout,
+    )
+
+
+def _avg_pool(op, n_spatial, x, kernel_size, stride, padding, dilation, ceil_mode,
+              count_include_pad, divisor_override, layout):
+    x, lay = _prepare(op, x, layout, n_spatial)
+    dtype, cdtype = _float_types(op, x)
+    count_include_pad = _check_bool(count_include_pad, "count_include_pad", op)
     lay, geom, divisor_override = avg_pool_setup(
-        _op, x, kernel_size, stride=stride, padding=padding, dilation=dilation,
+        op, x, kernel_size, stride=stride, padding=padding, dilation=dilation,
         ceil_mode=ceil_mode, divisor_override=divisor_override, layout=lay,
     )
     return kpool.avg_pool(
@@ -349,7 +385,10 @@ def avg_pool(
     )
 
 
-def avg_pool1d(x, kernel_size, **kwargs):
+def avg_pool1d(
+    x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+    count_include_pad=True, divisor_override=None, layout=None,
+):
     """`avg_pool` for 3-D input (1 spatial axis).
 
     Examples
@@ -359,10 +398,16 @@ def avg_pool1d(x, kernel_size, **kwargs):
     >>> lo.avg_pool1d(np.array([[[1.0, 3.0, 2.0, 6.0]]]), 2).tolist()
     [[[2.0, 4.0]]]
     """
-    return avg_pool(x, kernel_size, _n_spatial=1, _op="avg_pool1d", **kwargs)
+    return _avg_pool(
+        "avg_pool1d", 1, x, kernel_size, stride, padding, dilation, ceil_mode,
+        count_include_pad, divisor_override, layout,
+    )
 
 
-def avg_pool2d(x, kernel_size, **kwargs):
+def avg_pool2d(
+    x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+    count_include_pad=True, divisor_override=None, layout=None,
+):
     """`avg_pool` for 4-D input (2 spatial axes).
 
     Examples
@@ -372,10 +417,16 @@ def avg_pool2d(x, kernel_size, **kwargs):
     >>> lo.avg_pool2d(np.ones((1, 6, 6, 3), np.float32), 3, layout="NHWC").shape
     (1, 2, 2, 3)
     """
-    return avg_pool(x, kernel_size, _n_spatial=2, _op="avg_pool2d", **kwargs)
+    return _avg_pool(
+        "avg_pool2d", 2, x, kernel_size, stride, padding, dilation, ceil_mode,
+        count_include_pad, divisor_override, layout,
+    )
 
 
-def avg_pool3d(x, kernel_size, **kwargs):
+def avg_pool3d(
+    x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
+    count_include_pad=True, divisor_override=None, layout=None,
+):
     """`avg_pool` for 5-D input (3 spatial axes).
 
     Examples
@@ -385,7 +436,10 @@ def avg_pool3d(x, kernel_size, **kwargs):
     >>> lo.avg_pool3d(np.ones((1, 1, 4, 4, 4)), 2).shape
     (1, 1, 2, 2, 2)
     """
-    return avg_pool(x, kernel_size, _n_spatial=3, _op="avg_pool3d", **kwargs)
+    return _avg_pool(
+        "avg_pool3d", 3, x, kernel_size, stride, padding, dilation, ceil_mode,
+        count_include_pad, divisor_override, layout,
+    )
 
 
 # -- Lp pooling ----------------------------------------------------------------------------
@@ -401,7 +455,6 @@ def lp_pool(
     dilation=1,
     ceil_mode=False,
     layout=None,
-    _n_spatial=None,
     _op="lp_pool",
 ):
     """Lp pooling: ``(sum |x|^p) ** (1/p)`` over the in-bounds taps of each window.
@@ -419,6 +472,8 @@ def lp_pool(
         The norm's order, finite and > 0 (``p=2``: Euclidean norm, ``p=1``: sum of ``|x|``).
     kernel_size, stride, padding, dilation, ceil_mode, layout
         As in `max_pool` (default stride: ``kernel_size``).
+    _op : str
+        Internal: the op named in error messages (the gradients pass their own name).
 
     Returns
     -------
@@ -441,14 +496,22 @@ def lp_pool(
     >>> lo.lp_pool(np.array([[[3.0, -4.0, 1.0, 0.0]]]), 1, 2).tolist()
     [[[7.0, 1.0]]]
     """
-    x, lay = _prepare(_op, x, layout, _n_spatial)
-    dtype, cdtype = _float_types(_op, x)
-    p = _check_p(p, _op)
-    geom = pool_geometry(_op, x, lay, kernel_size, stride, padding, dilation, ceil_mode)
+    return _lp_pool(
+        _op, None, x, p, kernel_size, stride, padding, dilation, ceil_mode, layout
+    )
+
+
+def _lp_pool(op, n_spatial, x, p, kernel_size, stride, padding, dilation, ceil_mode, layout):
+    x, lay = _prepare(op, x, layout, n_spatial)
+    dtype, cdtype = _float_types(op, x)
+    p = _check_p(p, op)
+    geom = pool_geometry(op, x, lay, kernel_size, stride, padding, dilation, ceil_mode)
     return kpool.lp_pool(x, lay.spatial_axes, geom, p, dtype=dtype, compute_dtype=cdtype)
 
 
-def lp_pool1d(x, p, kernel_size, **kwargs):
+def lp_pool1d(
+    x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, layout=None
+):
     """`lp_pool` for 3-D input (1 spatial axis).
 
     Examples
@@ -458,10 +521,14 @@ def lp_pool1d(x, p, kernel_size, **kwargs):
     >>> lo.lp_pool1d(np.array([[[3.0, 4.0]]]), 2, 2).tolist()
     [[[5.0]]]
     """
-    return lp_pool(x, p, kernel_size, _n_spatial=1, _op="lp_pool1d", **kwargs)
+    return _lp_pool(
+        "lp_pool1d", 1, x, p, kernel_size, stride, padding, dilation, ceil_mode, layout
+    )
 
 
-def lp_pool2d(x, p, kernel_size, **kwargs):
+def lp_pool2d(
+    x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, layout=None
+):
     """`lp_pool` for 4-D input (2 spatial axes).
 
     Examples
@@ -471,10 +538,14 @@ def lp_pool2d(x, p, kernel_size, **kwargs):
     >>> lo.lp_pool2d(np.ones((1, 1, 2, 2)), 2, 2).tolist()
     [[[[2.0]]]]
     """
-    return lp_pool(x, p, kernel_size, _n_spatial=2, _op="lp_pool2d", **kwargs)
+    return _lp_pool(
+        "lp_pool2d", 2, x, p, kernel_size, stride, padding, dilation, ceil_mode, layout
+    )
 
 
-def lp_pool3d(x, p, kernel_size, **kwargs):
+def lp_pool3d(
+    x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, layout=None
+):
     """`lp_pool` for 5-D input (3 spatial axes).
 
     Examples
@@ -484,7 +555,9 @@ def lp_pool3d(x, p, kernel_size, **kwargs):
     >>> lo.lp_pool3d(np.ones((1, 2, 2, 2, 1)), 1, 2, layout="NDHWC").ravel().tolist()
     [8.0]
     """
-    return lp_pool(x, p, kernel_size, _n_spatial=3, _op="lp_pool3d", **kwargs)
+    return _lp_pool(
+        "lp_pool3d", 3, x, p, kernel_size, stride, padding, dilation, ceil_mode, layout
+    )
 
 
 # -- global pools --------------------------------------------------------------------------
