@@ -68,11 +68,8 @@ def choose_algorithm(
     """The strategy ``"auto"`` resolves to (other names are returned unchanged)."""
     if algorithm != "auto":
         return algorithm
-    taps = math.prod(geometry.kernel_sizes)
-    if c_per_group == 1 or (c_per_group * taps <= 8 and o_per_group <= 8):
+    if c_per_group == 1:
         return "direct"
-    if all(s == 1 for s in geometry.strides) and taps > 1 and c_per_group >= 32:
-        return "per_tap"
     return "im2col"
 
 
@@ -132,10 +129,8 @@ def conv_forward(
     og_letters = out_letters.replace("C", "GO")
     out_res = out_g.transpose([og_letters.index(c) for c in res_letters])
 
-    # the kernel as (G, O, c, *K) in the input's spatial order, in the compute dtype
-    wk = np.ascontiguousarray(
-        w_grouped.transpose([w_letters.index(c) for c in "GOI" + spatial]), dtype=cdtype
-    )
+    # the kernel, in the order the strategy and the result form want (one small copy)
+    prep = _prepare_weight(algorithm, form, w_grouped, w_letters, spatial, cdtype)
     bias_res = None
     if bias is not None:
         shape = [1] * len(res_letters)
@@ -149,7 +144,6 @@ def conv_forward(
     cast = None if x_grouped.dtype == cdtype else cdtype
     taps = math.prod(geometry.kernel_sizes)
     runner = _RUNNERS[algorithm]
-    prep = _prepare_weight(algorithm, form, wk)
 
     def cost(tile: tuple[int, ...]) -> int:
         n, pix = tile[0], math.prod(tile[1:])
@@ -193,6 +187,10 @@ def conv_forward(
 _SPEED_TILE_BYTES = {"im2col": 16 * 2**20, "per_tap": 32 * 2**20, "direct": 16 * 2**20}
 
 
+#: output planes (pixels per sample and tile) below this size are batched into one GEMM
+_SMALL_PLANE = 1024
+
+
 def _channels_first(letters: str) -> bool:
     c = letters.index("C")
     return all(c < i for i, ch in enumerate(letters) if ch not in "NC")
@@ -201,23 +199,30 @@ def _channels_first(letters: str) -> bool:
 # -- weight preparation -----------------------------------------------------------------------
 
 
-def _prepare_weight(algorithm: str, form: str, wk: np.ndarray):
-    g, o, c = wk.shape[:3]
-    ksz = wk.shape[3:]
+def _ordered(w_grouped: np.ndarray, w_letters: str, order: str, cdtype) -> np.ndarray:
+    """``w_grouped`` transposed to ``order`` (letters), contiguous, in ``cdtype``."""
+    perm = [w_letters.index(c) for c in order]
+    return np.ascontiguousarray(w_grouped.transpose(perm), dtype=cdtype)
+
+
+def _prepare_weight(algorithm: str, form: str, w_grouped, w_letters: str, spatial: str, cdtype):
+    """The kernel as each strategy uses it, built with one transpose from the user's layout.
+
+    ``im2col``: ``(G, O, c*K)`` (form A) or ``(G, K*c, O)`` (form B); ``per_tap``: a list of
+    per-offset ``(G, O, c)`` (A) or ``(G, c, O)`` (B) matrices; ``direct``: ``(G, O, c, *K)``.
+    """
+    dims = dict(zip(w_letters, w_grouped.shape, strict=True))
+    g, o = dims["G"], dims["O"]
     if algorithm == "im2col":
         if form == "A":
-            return wk.reshape(g, o, -1)  # (G, O, c*K)
-        # (G, *K, c, O) -> (G, K*c, O)
-        perm = (0, *range(3, wk.ndim), 2, 1)
-        return np.ascontiguousarray(wk.transpose(perm)).reshape(g, -1, o)
+            return _ordered(w_grouped, w_letters, "GOI" + spatial, cdtype).reshape(g, o, -1)
+        return _ordered(w_grouped, w_letters, "G" + spatial + "IO", cdtype).reshape(g, -1, o)
     if algorithm == "per_tap":
-        # per tap: (G, O, c) for A, (G, c, O) for B
-        taps = []
-        for t in np.ndindex(*ksz):
-            wt = wk[(slice(None),) * 3 + t]
-            taps.append(np.ascontiguousarray(wt if form == "A" else wt.transpose(0, 2, 1)))
-        return taps
-    return wk  # direct
+        order = "G" + spatial + ("OI" if form == "A" else "IO")
+        wk = _ordered(w_grouped, w_letters, order, cdtype)
+        ksz = wk.shape[1:-2]
+        return [wk[(slice(None),) + t] for t in np.ndindex(*ksz)]
+    return _ordered(w_grouped, w_letters, "GOI" + spatial, cdtype)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -262,12 +267,25 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
             geometry.dilations,
         )  # (n, G, c, *P, *K)
         pix = win.shape[3 : 3 + k]
+        npix = math.prod(pix)
+        o = wmat.shape[1]
+        if n > 1 and npix < _SMALL_PLANE:
+            # small planes: one GEMM over every sample of the tile (N = n * P, not P), then
+            # the (G, O, n, P) result is written to the (n, G, O, P) target
+            cols = np.empty((g, c, *geometry.kernel_sizes, n, *pix), dtype=cdtype)
+            perm = (1, 2, *range(3 + k, 3 + 2 * k), 0, *range(3, 3 + k))
+            cols[...] = win.transpose(perm)
+            res = np.matmul(wmat, cols.reshape(g, wmat.shape[2], n * npix))
+            res = res.reshape(g, o, n, *pix).transpose(2, 0, 1, *range(3, 3 + k))
+            if tgt is None:
+                return np.ascontiguousarray(res)
+            tgt[...] = res
+            return tgt
         cols = np.empty((n, g, c, *geometry.kernel_sizes, *pix), dtype=cdtype)
         perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
         cols[...] = win.transpose(perm)
-        cols = cols.reshape(n, g, wmat.shape[2], math.prod(pix))
-        o = wmat.shape[1]
-        return _matmul_into(wmat, cols, tgt, (n, g, o, math.prod(pix)), pix)
+        cols = cols.reshape(n, g, wmat.shape[2], npix)
+        return _matmul_into(wmat, cols, tgt, (n, g, o, npix), pix)
     g, c = block.shape[-2:]
     win = window_view(
         block, tuple(range(1, 1 + k)), geometry.kernel_sizes, geometry.strides, geometry.dilations
