@@ -564,3 +564,34 @@ def test_random_2d_configs_match_reference(h, w, k, s, d, pads, ceil_mode, layou
     np.testing.assert_allclose(
         from_layout(got, layout), ref.avg_pool(r, k, s, d, pairs, ceil_mode, False), rtol=1e-12
     )
+
+
+def test_temporaries_stay_within_the_workspace_limit():
+    """No window tensor, no padded copy of the input: beyond its result, an op holds at most
+    about one tile of temporaries (here 1 MiB) on a 4 MiB input."""
+    import tracemalloc
+
+    x = np.random.default_rng(0).standard_normal((4, 16, 128, 128)).astype(np.float32)
+    xh = x.astype(np.float16)
+    calls = {
+        "max_pool": lambda: lo.max_pool(x, 3, stride=1, padding=1),
+        "max_pool indices": lambda: lo.max_pool(x, 3, stride=1, padding=1, return_indices=True),
+        "avg_pool": lambda: lo.avg_pool(x, 3, stride=1, padding=1, count_include_pad=False),
+        "avg_pool float16": lambda: lo.avg_pool(xh, 3, stride=1, padding=1),
+        "lp_pool": lambda: lo.lp_pool(x, 3, 3, stride=1, padding=1),
+        "adaptive_max_pool": lambda: lo.adaptive_max_pool(x, (37, 29), return_indices=True),
+        "adaptive_avg_pool": lambda: lo.adaptive_avg_pool(xh, (37, 29)),
+        "global_lp_pool": lambda: lo.global_lp_pool(x, 3),
+        "unfold": lambda: lo.unfold(x[:1], 3, padding=1, layout="NCHW"),
+    }
+    with lo.workspace_limit(2**20):
+        for name, call in calls.items():
+            tracemalloc.start()
+            try:
+                result = call()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            results = result if isinstance(result, tuple) else (result,)
+            extra = peak - sum(r.nbytes for r in results)
+            assert extra < 1.25 * 2**20, (name, extra)

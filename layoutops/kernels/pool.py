@@ -280,6 +280,7 @@ def max_pool(
             np.multiply(m, id_dtype.type(tap_id), out=w)
             np.maximum(ids[dst], w, out=ids[dst])
         idx[tile] = _tap_ids_to_indices(geom, axes, tile, ids, pstrides)
+        del ids, beat, scratch, nan_buf  # free before the next tile allocates its own
     return (out, idx) if return_indices else out
 
 
@@ -358,6 +359,7 @@ def _sum_pool(x, axes, geom, dtype, compute_dtype, transform, finish):
         finish(acc, tile)
         if not direct:
             o_t[...] = acc
+            del src_arr, acc  # free before the next tile allocates its own
     return out
 
 
@@ -474,6 +476,7 @@ def global_pool(x: np.ndarray, axes: tuple[int, ...], kind: str, *, p=None, dtyp
             if p != 1.0:
                 np.power(y, y.dtype.type(p), out=y)
         acc = np.sum(y, axis=axes, keepdims=True)
+        del y
         out[tile] = np.sqrt(acc) if p == 2.0 else acc ** acc.dtype.type(1.0 / p)
     return out
 
@@ -515,6 +518,7 @@ def adaptive_avg_pool(
             acc /= _along(length.astype(compute_dtype), ax, ndim)
             cur = acc
         out[tile] = cur
+        del cur, acc
     return out
 
 
@@ -564,6 +568,7 @@ def adaptive_max_pool(
         out[tile] = cur
         if return_indices:
             idx[tile] = cur_idx
+        del cur, cur_idx, best, best_j
     return (out, idx) if return_indices else out
 
 
