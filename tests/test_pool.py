@@ -595,3 +595,15 @@ def test_temporaries_stay_within_the_workspace_limit():
             results = result if isinstance(result, tuple) else (result,)
             extra = peak - sum(r.nbytes for r in results)
             assert extra < 1.25 * 2**20, (name, extra)
+
+
+@pytest.mark.parametrize("layout", ["NCW", "NWC", "NCDHW", "NDHWC"])
+def test_max_unpool_1d_3d(layout):
+    rank = len(layout) - 2
+    in_sizes = (7,) if rank == 1 else (5, 4, 6)
+    r = np.random.default_rng(8).standard_normal((2, 2, *in_sizes))
+    x = to_layout(r, layout)
+    out, idx = lo.max_pool(x, 2, stride=2, padding=1, return_indices=True, layout=layout)
+    up = lo.max_unpool(out, idx, 2, padding=1, output_size=in_sizes, layout=layout)
+    want = ref.max_unpool(from_layout(out, layout), from_layout(idx, layout), in_sizes)
+    np.testing.assert_array_equal(from_layout(up, layout), want)
