@@ -719,8 +719,13 @@ def _run_case(case: Case, layout: str, peers: dict, args, log) -> dict:
         call, to_numpy, note = _torch_call(torch, case, layout, x_cf, w_t)
         if note:
             row["notes"].append(note)
-        with torch.inference_mode():
-            out = call()
+        try:
+            with torch.inference_mode():
+                out = call()
+        except Exception as e:  # a peer that cannot run the case is not our failure
+            row["notes"].append(f"torch: failed ({type(e).__name__}: {e})")
+            out = None
+    if "torch" in peers and out is not None:
         if layout == "channels_last" and case.n_spatial in (2, 3):
             fmt = torch.channels_last if case.n_spatial == 2 else torch.channels_last_3d
             row["torch_out_channels_last"] = bool(out.is_contiguous(memory_format=fmt))
