@@ -22,22 +22,33 @@ Strategies (``algorithm=``):
 ``"im2col"``
     Per tile, the window view of the block is copied once into a contiguous column matrix
     (the tile's im2col, never the whole input's) and contracted with the kernel by one batched
-    GEMM (``np.matmul``, groups as a batch axis).
+    GEMM (``np.matmul``, groups as a batch axis). Channels-first tiles with small planes put
+    every sample of the tile into one GEMM (``N = n * P``). Tiles hold at most 16 MiB: larger
+    ones gave no GEMM speed and lost cache locality in the copy.
 ``"per_tap"``
     For each kernel offset, a GEMM of the block's shifted view with that offset's weight slice,
     accumulated into the tile. No im2col buffer. With stride 1 the shifted view is a flat
     strided view over the block's padded width ("flat trick"): every tap is one large GEMM on
-    the input memory itself, and the few columns that fall between rows are discarded.
+    the input memory itself, and the few columns that fall between rows are discarded. In
+    channels-last with one group the offsets along the innermost spatial axis merge with the
+    channels into one overlapping ``(q, k * C)`` view, one GEMM per kernel row.
 ``"direct"``
     Multiply-accumulate over the kernel offsets and input channels (``out += x_shifted *
-    w_tap``), fused with numexpr, for depthwise and small channel counts.
+    w_tap``) with NumPy ufuncs on cache-sized, contiguous runs (per channel plane with a scalar
+    weight in channels-first; positions x channels with the weights repeated in
+    channels-last), split over threads (ufuncs release the GIL), for depthwise convolutions.
 ``"auto"``
-    Depthwise (one input channel per group) -> ``direct``; otherwise ``per_tap`` where the
-    flat trick applies and the channel count is large, else ``im2col``.
+    Depthwise (one input channel per group) -> ``direct``; otherwise ``im2col``, which was
+    the fastest of the three on every GEMM-bound shape of BENCH.md on the 2-core test machine
+    (``per_tap`` trades some speed for a smaller workspace).
+
+Threads: the GEMMs use BLAS's threads; the direct strategy splits its elementwise work over
+a small thread pool of ``os.cpu_count()`` workers (at most 8).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -221,7 +232,7 @@ def _prepare_weight(algorithm: str, form: str, w_grouped, w_letters: str, spatia
         order = "G" + spatial + ("OI" if form == "A" else "IO")
         wk = _ordered(w_grouped, w_letters, order, cdtype)
         ksz = wk.shape[1:-2]
-        return [wk[(slice(None),) + t] for t in np.ndindex(*ksz)]
+        return [wk[(slice(None),) + t] for t in np.ndindex(*ksz)], wk
     return _ordered(w_grouped, w_letters, "GOI" + spatial, cdtype)
 
 
@@ -348,7 +359,8 @@ def _flat_geometry(block: np.ndarray, form: str, geometry: Geometry):
     return pixel, ratios, q, pix
 
 
-def _run_per_tap(block, wtaps, geometry, form, tgt, cdtype):
+def _run_per_tap(block, prep, geometry, form, tgt, cdtype):
+    wtaps, wk = prep
     flat = _flat_geometry(block, form, geometry)
     if flat is None:
         return _run_per_tap_gather(block, wtaps, geometry, form, tgt, cdtype)
@@ -357,6 +369,12 @@ def _run_per_tap(block, wtaps, geometry, form, tgt, cdtype):
     n = block.shape[0]
     st = block.strides
     itm = np.dtype(cdtype).itemsize
+    if form == "B":
+        merged = _run_per_row(block, wk, geometry, flat, cdtype)
+        if merged is not None:
+            acc = merged
+            g, o = acc.shape[2:]
+            return _flat_result(acc, form, n, g, o, pix, ratios, itm, tgt)
     if form == "A":
         g, c = block.shape[1:3]
         o = wtaps[0].shape[1]
@@ -386,6 +404,11 @@ def _run_per_tap(block, wtaps, geometry, form, tgt, cdtype):
         else:
             np.matmul(*pair, out=tmp)
             acc_v += tmp
+    return _flat_result(acc, form, n, g, o, pix, ratios, itm, tgt)
+
+
+def _flat_result(acc, form, n, g, o, pix, ratios, itm, tgt):
+    """The valid positions of a flat accumulator, copied into ``tgt`` (or a new array)."""
     if form == "A":
         res = np.lib.stride_tricks.as_strided(
             acc, shape=(n, g, o, *pix), strides=acc.strides[:3] + tuple(r * itm for r in ratios),
@@ -401,6 +424,44 @@ def _run_per_tap(block, wtaps, geometry, form, tgt, cdtype):
         return res.copy()
     tgt[...] = res
     return tgt
+
+
+def _run_per_row(block, wk, geometry, flat, cdtype):
+    """Form B, one group, channels contiguous: the offsets along the innermost spatial axis
+    merge with the channels into one overlapping ``(q, k * c)`` matrix view (rows one pixel
+    apart), so each kernel row is one GEMM with ``k`` times the depth. ``None`` if the
+    memory does not have that shape."""
+    pixel, ratios, q, _ = flat
+    k = geometry.n_spatial
+    n = block.shape[0]
+    g, c = block.shape[1 + k :]
+    itm = block.itemsize
+    st = block.strides
+    if g != 1 or st[2 + k] != itm or pixel != c * itm or 1 not in ratios:
+        return None
+    axis = ratios.index(1)
+    if geometry.dilations[axis] != 1 or geometry.kernel_sizes[axis] == 1:
+        return None
+    ka = geometry.kernel_sizes[axis]
+    o = wk.shape[-1]
+    acc = np.empty((n, q, 1, o), dtype=cdtype)
+    acc2 = acc.reshape(n, q, o)
+    tmp = None
+    others = [range(s) if a != axis else range(1) for a, s in enumerate(geometry.kernel_sizes)]
+    for i, t in enumerate(itertools.product(*others)):
+        start = tuple(ti * d for ti, d in zip(t, geometry.dilations, strict=True))
+        index = (slice(None),) + start + (0, 0)
+        xt = _shifted(block, index, (n, q, ka * c), (st[0], pixel, itm))
+        sel = tuple(slice(None) if a == axis else ti for a, ti in enumerate(t))
+        wm = wk[(0, *sel)].reshape(ka * c, o)
+        if i == 0:
+            np.matmul(xt, wm, out=acc2)
+        else:
+            if tmp is None:
+                tmp = np.empty_like(acc2)
+            np.matmul(xt, wm, out=tmp)
+            acc2 += tmp
+    return acc
 
 
 def _shifted(block: np.ndarray, index, shape, strides) -> np.ndarray:

@@ -157,9 +157,9 @@ def conv(
     algorithm : {'auto', 'im2col', 'per_tap', 'direct'}
         ``"im2col"``: per output tile one contiguous column copy and one GEMM;
         ``"per_tap"``: one GEMM per kernel offset on a shifted strided view, no column buffer;
-        ``"direct"``: multiply-accumulate over kernel offsets (numexpr), best for depthwise
-        and very small channel counts; ``"auto"`` chooses by shape. All give the same result
-        up to rounding.
+        ``"direct"``: multiply-accumulate over kernel offsets with ufuncs, for depthwise;
+        ``"auto"``: ``direct`` for depthwise, else ``im2col``. All give the same result up to
+        rounding (see `layoutops.kernels.conv`).
 
     Returns
     -------
