@@ -334,6 +334,26 @@ def test_workspace_tiling_equals_untiled(layout, algorithm, mode):
                                atol=1e-4)
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NWHC"])
+def test_workspace_tiling_on_views_of_the_input(layout, algorithm):
+    # no padding: interior tiles read views of x itself (strided, never copied)
+    x = act_to(_TILE_X, "NCHW", layout)
+    klay = "OIHW" if layout == "NCHW" else "HWIO"
+    w = kernel_to(_TILE_W, klay, "OIHW")
+    kw = dict(groups=2, layout=layout, kernel_layout=klay, algorithm=algorithm)
+    for extra in [dict(), dict(dilation=(2, 1)), dict(stride=(1, 2))]:
+        full = lo.conv2d(x, w, **kw, **extra)
+        with lo.workspace_limit(65536):
+            tiled = lo.conv2d(x, w, **kw, **extra)
+        np.testing.assert_allclose(tiled, full, rtol=1e-5, atol=1e-4)
+    ref = conv_ref(_TILE_X[:1], _TILE_W, strides=(1, 1), pads=((0, 0), (0, 0)),
+                   dilations=(1, 1), groups=2)
+    with lo.workspace_limit(65536):
+        tiled = lo.conv2d(x, w, **kw)
+    np.testing.assert_allclose(act_from(tiled[:1], layout, "NCHW"), ref, rtol=1e-4, atol=1e-4)
+
+
 def test_workspace_tiling_really_tiles(monkeypatch):
     from layoutops.kernels import conv as kconv
 
