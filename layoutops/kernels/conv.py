@@ -195,7 +195,7 @@ def conv_forward(
 #: per strategy, the tile size beyond which speed does not improve: GEMMs gain little from
 #: larger tiles and the copies lose cache locality; the direct strategy streams through
 #: cache-sized tiles
-_SPEED_TILE_BYTES = {"im2col": 16 * 2**20, "per_tap": 32 * 2**20, "direct": 16 * 2**20}
+_SPEED_TILE_BYTES = {"im2col": 16 * 2**20, "per_tap": 16 * 2**20, "direct": 16 * 2**20}
 
 
 #: output planes (pixels per sample and tile) below this size are batched into one GEMM
