@@ -79,6 +79,7 @@ GRID = {
     "1d_reflect": _case(1, (6,), (3,), padding=(2, 1), mode="reflect"),
     "1d_circular_groups": _case(1, (5,), (3,), c_in=4, c_out=4, groups=2, padding=2,
                                 mode="circular"),
+    "1d_depthwise": _case(1, (9,), (3,), c_in=3, c_out=3, groups=3, padding=(2, 1)),
     # 2-D
     "2d_plain_even": _case(2, (6, 6), (3, 3), bias=False),
     "2d_odd_rect": _case(2, (5, 7), (2, 3)),
@@ -95,6 +96,8 @@ GRID = {
     "2d_depthwise_mult2": _case(2, (6, 5), (3, 3), c_in=3, c_out=6, groups=3, padding=1),
     "2d_depthwise_s2": _case(2, (7, 6), (3, 3), c_in=2, c_out=2, groups=2, stride=2,
                              padding="same"),
+    "2d_depthwise_rows": _case(2, (7, 6), (3, 2), c_in=4, c_out=4, groups=4, stride=(2, 1),
+                               dilation=(1, 2), padding=((1, 2), (2, 1)), mode="reflect"),
     "2d_reflect_asym": _case(2, (5, 6), (3, 3), padding=((2, 1), (0, 3)), mode="reflect"),
     "2d_replicate": _case(2, (4, 5), (3, 2), padding=(3, 2), mode="replicate", stride=2),
     "2d_circular": _case(2, (4, 5), (3, 3), padding=((4, 1), (2, 5)), mode="circular"),

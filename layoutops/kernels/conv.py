@@ -34,16 +34,18 @@ Strategies (``algorithm=``):
     channels into one overlapping ``(q, k * C)`` view, one GEMM per kernel row.
 ``"direct"``
     Multiply-accumulate over the kernel offsets and input channels (``out += x_shifted *
-    w_tap``) with NumPy ufuncs on cache-sized, contiguous runs (per channel plane with a scalar
-    weight in channels-first; positions x channels with the weights repeated in
-    channels-last), split over threads (ufuncs release the GIL), for depthwise convolutions.
+    w_tap``) with NumPy ufuncs on cache-sized, contiguous runs, for depthwise convolutions:
+    in channels-first one flat plane per channel times a scalar weight; in channels-last
+    whole output rows ``(W_out, C)`` written straight into the result, times the tap's weights
+    repeated along the row, the rows split over threads (ufuncs release the GIL).
 ``"auto"``
     Depthwise (one input channel per group) -> ``direct``; otherwise ``im2col``, which was
     the fastest of the three on every GEMM-bound shape of BENCH.md on the 2-core test machine
     (``per_tap`` trades some speed for a smaller workspace).
 
-Threads: the GEMMs use BLAS's threads; the direct strategy splits its elementwise work over
-a small thread pool of ``os.cpu_count()`` workers (at most 8).
+Threads: the GEMMs use BLAS's threads; the channels-last direct strategy splits its rows
+over a small pool of ``os.cpu_count()`` threads (at most 8). Channels-first planes stay on one
+thread: two threads on planes that share the L2 cache measured slower.
 """
 
 from __future__ import annotations
@@ -507,6 +509,9 @@ def _run_per_tap_gather(block, wtaps, geometry, form, tgt, cdtype):
 
 #: elements of one accumulation chunk of the direct strategy (stays in L2 with its scratch)
 _DIRECT_CHUNK = 2**15
+#: elements per chunk of the channels-last row runs (split over threads: larger chunks keep
+#: the GIL hand-offs rare)
+_DIRECT_ROWS_CHUNK = 2**17
 
 
 def _run_direct(block, wk, geometry, form, tgt, cdtype):
@@ -516,6 +521,10 @@ def _run_direct(block, wk, geometry, form, tgt, cdtype):
     term, on chunks that stay in cache. With stride 1 the shifted views are flat over the
     block's padded width (long contiguous inner loops), like the per-tap GEMMs.
     """
+    if form == "B":
+        done = _direct_rows(block, wk, geometry, tgt, cdtype)
+        if done is not None:
+            return done
     flat = _flat_geometry(block, form, geometry)
     if flat is None:
         res = _direct_terms(block, wk, geometry, form, None, cdtype)
@@ -562,7 +571,7 @@ def _run_direct(block, wk, geometry, form, tgt, cdtype):
                                 np.multiply(v[:, gi, ci], wv, out=tmp)
                                 dst += tmp
 
-        _parallel(planes, list(range(g)))
+        planes(range(g))  # (threads measured slower here: the planes share the L2)
     elif o == 1 and c == 1 and pixel == g * itm and strides[2] == itm:
         # depthwise, channels innermost: (positions x G) is one contiguous run per chunk,
         # multiplied by the tap's weights repeated along it (contiguous x contiguous)
@@ -611,6 +620,72 @@ def _run_direct(block, wk, geometry, form, tgt, cdtype):
         )
     if tgt is None:
         return res.copy()
+    tgt[...] = res
+    return tgt
+
+
+def _direct_rows(block, wk, geometry, tgt, cdtype):
+    """Depthwise 1-D/2-D, channels innermost, unit stride along the innermost spatial axis: every
+    output row ``(W_out, G)`` is one contiguous run, and so is the input row each tap reads.
+    Multiply-accumulate whole rows (the tap's weights repeated along the row) straight into
+    the output: no padded-width accumulator, no final copy. ``None`` if the memory does not
+    have that shape."""
+    k = geometry.n_spatial
+    n = block.shape[0]
+    g, o, c = wk.shape[:3]
+    itm = np.dtype(cdtype).itemsize
+    st = block.strides
+    if (
+        o != 1
+        or c != 1
+        or k > 2
+        or geometry.strides[-1] != 1
+        or st[1 + k] != itm
+        or st[k] != g * itm
+    ):
+        return None
+    pix = tuple(
+        (b - e) // s + 1
+        for b, e, s in zip(block.shape[1 : 1 + k], geometry.extents, geometry.strides,
+                           strict=True)
+    )
+    run = pix[-1] * g
+    res = tgt
+    if res is None or res.strides[k] != g * itm or res.strides[1 + k] != itm:
+        res = np.empty((n, *pix, g, 1), dtype=cdtype)
+    lead = (n, *pix[:-1])
+    dst = np.lib.stride_tricks.as_strided(res, lead + (run,), res.strides[:k] + (itm,))
+    xstrides = (st[0], *(st[1 + a] * geometry.strides[a] for a in range(k - 1)), itm)
+    views, wrep = [], []
+    for t in np.ndindex(*geometry.kernel_sizes):
+        start = tuple(ti * d for ti, d in zip(t, geometry.dilations, strict=True))
+        views.append(_shifted(block, (slice(None),) + start + (0, 0), lead + (run,), xstrides))
+        wrep.append(np.tile(wk[(slice(None), 0, 0) + t], pix[-1]))
+    rows = pix[0] if k == 2 else 1
+    per = max(1, _DIRECT_ROWS_CHUNK // run)  # rows of one sample per chunk
+    chunks = [(ni, r0) for ni in range(n) for r0 in range(0, rows, per)]
+
+    def rows_chunk(part):
+        tmp = None
+        for ni, r0 in part:
+            r1 = min(rows, r0 + per)
+            d = dst[ni, r0:r1] if k == 2 else dst[ni : ni + 1]
+            for i, v in enumerate(views):
+                xv = v[ni, r0:r1] if k == 2 else v[ni : ni + 1]
+                if i == 0:
+                    np.multiply(xv, wrep[i], out=d)
+                    continue
+                if tmp is None or tmp.shape[0] < d.shape[0]:
+                    tmp = np.empty((per, run), dtype=cdtype)
+                t = tmp[: d.shape[0]]
+                np.multiply(xv, wrep[i], out=t)
+                d += t
+
+    _parallel(rows_chunk, chunks)
+    if res is tgt:
+        return tgt
+    if tgt is None:
+        return res
     tgt[...] = res
     return tgt
 
