@@ -16,6 +16,8 @@ from conv_reference import (
     permute_axis_args,
     same_pairs,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import layoutops as lo
 
@@ -563,3 +565,53 @@ def test_errors_come_before_work():
     x = np.lib.stride_tricks.as_strided(np.zeros(1), (1024, 64, 4096, 4096), (0,) * 4)
     with pytest.raises(ValueError, match="`groups` must divide"):
         lo.conv2d(x, np.ones((3, 3, 3, 3)), groups=3 * 7)
+
+
+# -- properties ------------------------------------------------------------------------------------
+
+@settings(max_examples=30, deadline=None)
+@given(
+    h=st.integers(2, 6),
+    w_=st.integers(2, 6),
+    kh=st.integers(1, 3),
+    kw=st.integers(1, 3),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    pads=st.tuples(*[st.integers(0, 2)] * 4),
+    groups=st.sampled_from([1, 2]),
+    mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+    algorithm=st.sampled_from(ALGORITHMS),
+    layout=st.sampled_from(["NCHW", "NHWC", "NWHC", "NCWH"]),
+)
+def test_property_matches_reference_in_any_layout(
+    h, w_, kh, kw, stride, dilation, pads, groups, mode, algorithm, layout
+):
+    pairs = ((pads[0], pads[1]), (pads[2], pads[3]))
+    sizes = conv_output_sizes((h, w_), (kh, kw), stride, dilation, pairs)
+    if min(sizes) < 1 or (mode == "reflect" and max(pads) >= min(h, w_)):
+        return
+    if mode == "circular" and (max(pads[:2]) > h or max(pads[2:]) > w_):
+        return
+    rng = np.random.default_rng(h * 100 + w_ * 10 + kh)
+    x = rng.standard_normal((1, 2 * groups, h, w_))
+    w = rng.standard_normal((2 * groups, 2, kh, kw))
+    ref = conv_ref(x, w, strides=stride, pads=pairs, dilations=dilation, groups=groups, mode=mode)
+    spatial = "".join(c for c in layout if c not in "NC")
+    klay = "OI" + spatial if layout.index("C") == 1 else spatial + "IO"
+    out = lo.conv2d(
+        act_to(x, "NCHW", layout), kernel_to(w, klay, "OIHW"), groups=groups,
+        stride=permute_axis_args(stride, "HW", spatial),
+        dilation=permute_axis_args(dilation, "HW", spatial),
+        padding=permute_axis_args(pairs, "HW", spatial), padding_mode=mode, layout=layout,
+        algorithm=algorithm,
+    )
+    np.testing.assert_allclose(act_from(out, layout, "NCHW"), ref, rtol=1e-10, atol=1e-10)
+    # linearity in x
+    out2 = lo.conv2d(
+        act_to(2.0 * x, "NCHW", layout), kernel_to(w, klay, "OIHW"), groups=groups,
+        stride=permute_axis_args(stride, "HW", spatial),
+        dilation=permute_axis_args(dilation, "HW", spatial),
+        padding=permute_axis_args(pairs, "HW", spatial), padding_mode=mode, layout=layout,
+        algorithm=algorithm,
+    )
+    np.testing.assert_allclose(out2, 2.0 * out, rtol=1e-12, atol=1e-12)
