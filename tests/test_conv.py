@@ -82,6 +82,8 @@ GRID = {
     "1d_circular_groups": _case(1, (5,), (3,), c_in=4, c_out=4, groups=2, padding=2,
                                 mode="circular"),
     "1d_depthwise": _case(1, (9,), (3,), c_in=3, c_out=3, groups=3, padding=(2, 1)),
+    "1d_depthwise_s2": _case(1, (10,), (3,), c_in=2, c_out=2, groups=2, stride=2, padding=1,
+                             mode="replicate"),
     # 2-D
     "2d_plain_even": _case(2, (6, 6), (3, 3), bias=False),
     "2d_odd_rect": _case(2, (5, 7), (2, 3)),

@@ -39,7 +39,8 @@ Strategies (``algorithm=``):
     whole output rows ``(W_out, C)`` written straight into the result, times the tap's weights
     repeated along the row, the rows split over threads (ufuncs release the GIL).
 ``"auto"``
-    Depthwise (one input channel per group) -> ``direct``; otherwise ``im2col``, which was
+    Depthwise (one input channel per group) -> ``direct`` (``im2col`` for a strided
+    channels-first depthwise conv); otherwise ``im2col``, which was
     the fastest of the three on every GEMM-bound shape of BENCH.md on the 2-core test machine
     (``per_tap`` trades some speed for a smaller workspace).
 
@@ -76,12 +77,23 @@ PADDING_MODES = {
 
 
 def choose_algorithm(
-    algorithm: str, c_per_group: int, o_per_group: int, geometry: Geometry
+    algorithm: str,
+    c_per_group: int,
+    o_per_group: int,
+    geometry: Geometry,
+    channels_first_out: bool = True,
 ) -> str:
-    """The strategy ``"auto"`` resolves to (other names are returned unchanged)."""
+    """The strategy ``"auto"`` resolves to (other names are returned unchanged).
+
+    Depthwise (one input channel per group) -> ``direct``, except a channels-first output
+    with a stride above 1 (its strided planes lose the long contiguous runs: ``im2col``
+    measured twice as fast there); everything else -> ``im2col``.
+    """
     if algorithm != "auto":
         return algorithm
     if c_per_group == 1:
+        if channels_first_out and any(s > 1 for s in geometry.strides):
+            return "im2col"
         return "direct"
     return "im2col"
 
@@ -132,8 +144,8 @@ def conv_forward(
     out = np.empty(tuple(out_dims[c] for c in out_letters), dtype=dtype)
     if out.size == 0:
         return out
-    algorithm = choose_algorithm(algorithm, c_per, o_per, geometry)
     form = "A" if _channels_first(out_letters) else "B"
+    algorithm = choose_algorithm(algorithm, c_per, o_per, geometry, form == "A")
     res_letters = "NGO" + spatial if form == "A" else "N" + spatial + "GO"
 
     # the output, grouped (C -> G, O), permuted to the canonical result order: a view
@@ -639,19 +651,27 @@ def _direct_rows(block, wk, geometry, tgt, cdtype):
         o != 1
         or c != 1
         or k > 2
-        or geometry.strides[-1] != 1
+        or geometry.strides[-1] > 2
         or st[1 + k] != itm
         or st[k] != g * itm
     ):
         return None
+    # a stride of 2 along the innermost axis: the rows at stride 1, then every other column
+    # (twice the multiply-adds, but on contiguous runs: faster than short strided loops)
+    stride_last = geometry.strides[-1]
+    strides = geometry.strides[:-1] + (1,)
     pix = tuple(
         (b - e) // s + 1
-        for b, e, s in zip(block.shape[1 : 1 + k], geometry.extents, geometry.strides,
-                           strict=True)
+        for b, e, s in zip(block.shape[1 : 1 + k], geometry.extents, strides, strict=True)
     )
     run = pix[-1] * g
     res = tgt
-    if res is None or res.strides[k] != g * itm or res.strides[1 + k] != itm:
+    if (
+        stride_last != 1
+        or res is None
+        or res.strides[k] != g * itm
+        or res.strides[1 + k] != itm
+    ):
         res = np.empty((n, *pix, g, 1), dtype=cdtype)
     lead = (n, *pix[:-1])
     dst = np.lib.stride_tricks.as_strided(res, lead + (run,), res.strides[:k] + (itm,))
@@ -682,10 +702,12 @@ def _direct_rows(block, wk, geometry, tgt, cdtype):
                 d += t
 
     _parallel(rows_chunk, chunks)
+    if stride_last != 1:
+        res = res[(slice(None),) * k + (slice(None, None, stride_last),)]
     if res is tgt:
         return tgt
     if tgt is None:
-        return res
+        return np.ascontiguousarray(res)
     tgt[...] = res
     return tgt
 
