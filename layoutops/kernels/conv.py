@@ -171,16 +171,21 @@ def conv_forward(
     runner = _RUNNERS[algorithm]
 
     def cost(tile: tuple[int, ...]) -> int:
+        """Bytes of temporaries for one tile: the input block (a copy at the borders), a
+        result tile (half types, or an order the GEMM cannot write into the output) and
+        the strategy's own buffers."""
         n, pix = tile[0], math.prod(tile[1:])
         spans = zip(tile[1:], geometry.strides, geometry.extents, strict=True)
-        block = n * groups * c_per * math.prod((p - 1) * s + e for p, s, e in spans)
+        block_pix = math.prod((p - 1) * s + e for p, s, e in spans)
+        block = n * groups * c_per * block_pix
         res = n * groups * o_per * pix
         if algorithm == "im2col":
-            work = n * groups * c_per * taps * pix
+            work = n * groups * c_per * taps * pix + res  # columns, GEMM result
         elif algorithm == "per_tap":
-            work = 2 * block * o_per // max(c_per, 1) + n * groups * c_per * pix
+            # flat accumulator and scratch (or the gathered tap)
+            work = 2 * n * groups * o_per * block_pix + n * groups * c_per * pix
         else:
-            work = res  # the scratch tile
+            work = n * groups * o_per * block_pix  # flat accumulator (chunked scratch)
         return (block + res + work) * itemsize
 
     limit = min(get_workspace_limit(), _SPEED_TILE_BYTES[algorithm])
