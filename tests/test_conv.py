@@ -5,6 +5,8 @@ Every case of the generated grid runs in several layout pairs and with every ``a
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from conv_reference import (
@@ -617,3 +619,38 @@ def test_property_matches_reference_in_any_layout(
         algorithm=algorithm,
     )
     np.testing.assert_allclose(out2, 2.0 * out, rtol=1e-12, atol=1e-12)
+
+
+def test_no_input_channels_gives_the_bias():
+    for algorithm in ALGORITHMS:
+        out = lo.conv2d(np.ones((2, 0, 4, 4)), np.ones((3, 0, 3, 3)), [1.0, 2.0, 3.0],
+                        algorithm=algorithm)
+        assert out.shape == (2, 3, 2, 2)
+        np.testing.assert_array_equal(out[1, :, 1, 0], [1.0, 2.0, 3.0])
+
+
+def _child_conv(queue):
+    x = np.ones((2, 40, 40, 4), np.float32)
+    w = np.ones((3, 3, 4, 1), np.float32)
+    queue.put(float(lo.depthwise_conv2d(x, w, padding=1, layout="NHWC")[0, 5, 5, 0]))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_threaded_strategy_works_in_a_forked_child():
+    import multiprocessing
+
+    from layoutops.kernels import conv as kconv
+
+    x = np.ones((2, 40, 40, 4), np.float32)  # two samples: two chunks, two threads
+    w = np.ones((3, 3, 4, 1), np.float32)
+    lo.depthwise_conv2d(x, w, padding=1, layout="NHWC")
+    assert kconv._THREADS == 1 or os.getpid() in kconv._POOL  # the parent's pool exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child_conv, args=(queue,))
+    proc.start()
+    proc.join(30)
+    alive = proc.is_alive()
+    if alive:
+        proc.kill()
+    assert not alive and queue.get(timeout=5) == 9.0

@@ -144,6 +144,13 @@ def conv_forward(
     out = np.empty(tuple(out_dims[c] for c in out_letters), dtype=dtype)
     if out.size == 0:
         return out
+    if c_per == 0:  # no input channels: only the bias
+        out[...] = 0
+        if bias is not None:
+            shape = [1] * out.ndim
+            shape[out_letters.index("C")] = bias.shape[0]
+            out += bias.reshape(shape).astype(dtype)
+        return out
     form = "A" if _channels_first(out_letters) else "B"
     algorithm = choose_algorithm(algorithm, c_per, o_per, geometry, form == "A")
     res_letters = "NGO" + spatial if form == "A" else "N" + spatial + "GO"
@@ -731,13 +738,17 @@ def _parallel(fn, items: list) -> None:
 
 
 _THREADS = max(1, min(os.cpu_count() or 1, 8))
-_POOL: list = []
+_POOL: dict = {}
 
 
 def _pool() -> ThreadPoolExecutor:
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(_THREADS, thread_name_prefix="layoutops-conv"))
-    return _POOL[0]
+    """The thread pool of this process (a forked child gets its own: the parent's threads do
+    not exist there)."""
+    pid = os.getpid()
+    if pid not in _POOL:
+        _POOL.clear()
+        _POOL[pid] = ThreadPoolExecutor(_THREADS, thread_name_prefix="layoutops-conv")
+    return _POOL[pid]
 
 
 def _accumulate(xs, wk, form, dst, tmp):
