@@ -50,6 +50,7 @@ class LayerResult:
     max_abs_diff: float
     nchw_seconds: float
     nhwc_seconds: float
+    torch_diff: float | None = None  # NCHW output vs PyTorch's, with ``torch=True``
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,23 @@ class DemoResult:
 
     @property
     def agree(self) -> bool:
+        """Both layouts agree on every layer (and PyTorch too, if it was checked)."""
+        return self.layouts_agree and self.torch_agrees is not False
+
+    @property
+    def layouts_agree(self) -> bool:
         return all(r.max_abs_diff <= self.tolerance for r in self.layers)
+
+    @property
+    def torch_diff(self) -> float | None:
+        """The largest difference from PyTorch, or None if PyTorch was not run."""
+        diffs = [r.torch_diff for r in self.layers if r.torch_diff is not None]
+        return max(diffs) if diffs else None
+
+    @property
+    def torch_agrees(self) -> bool | None:
+        diff = self.torch_diff
+        return None if diff is None else diff <= self.tolerance
 
 
 def _lo():
@@ -269,7 +286,48 @@ def _forward(layers, x, which: str):
     return outputs, seconds
 
 
-def run_demo(batch: int = 2, size: int = 32, seed: int = 0, dtype="float32", repeat: int = 3):
+def _torch_forward(weights: dict[str, np.ndarray], x_nchw: np.ndarray) -> list[np.ndarray]:
+    """The demo network written with ``torch.nn.functional`` (the PyTorch original)."""
+    try:
+        import torch
+    except ImportError as e:
+        raise ValueError("`demo`: the PyTorch check needs PyTorch (pip install torch)") from e
+    F = torch.nn.functional
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+    outs = []
+    with torch.no_grad():
+        y = torch.from_numpy(np.ascontiguousarray(x_nchw))
+        for step in (
+            lambda y: F.relu(F.conv2d(y, t["conv1.weight"], t["conv1.bias"], padding=1)),
+            lambda y: F.conv2d(y, t["dw.weight"], t["dw.bias"], stride=2, padding=1, groups=8),
+            lambda y: F.relu(F.conv2d(y, t["gconv.weight"], t["gconv.bias"], padding=1, groups=4)),
+            lambda y: F.max_pool2d(y, 2),
+            lambda y: F.relu(
+                F.conv_transpose2d(y, t["up.weight"], t["up.bias"], stride=2, padding=1)
+            ),
+            lambda y: F.avg_pool2d(y, 2),
+            lambda y: F.linear(torch.flatten(y, 1), t["fc.weight"], t["fc.bias"]),
+        ):
+            y = step(y)
+            outs.append(y.numpy())
+    return outs
+
+
+def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        return float("inf")
+    diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+    return float("inf") if np.isnan(diff) else diff
+
+
+def run_demo(
+    batch: int = 2,
+    size: int = 32,
+    seed: int = 0,
+    dtype="float32",
+    repeat: int = 3,
+    torch: bool = False,
+):
     """Run the demo network in NCHW and NHWC and compare every layer.
 
     Parameters
@@ -280,6 +338,9 @@ def run_demo(batch: int = 2, size: int = 32, seed: int = 0, dtype="float32", rep
         Compute dtype. Default float32.
     repeat : int, optional
         Runs per layout; the fastest time per layer is reported. Default 3.
+    torch : bool, optional
+        Also run the original network with ``torch.nn.functional`` and compare every layer's
+        NCHW output with PyTorch's. Default False.
 
     Returns
     -------
@@ -288,7 +349,8 @@ def run_demo(batch: int = 2, size: int = 32, seed: int = 0, dtype="float32", rep
     Raises
     ------
     ValueError
-        For a batch < 1, a size that is not a multiple of 4 and >= 8, or another dtype.
+        For a batch < 1, a size that is not a multiple of 4 and >= 8, or another dtype;
+        with ``torch=True`` if PyTorch is not installed.
 
     Examples
     --------
@@ -314,16 +376,18 @@ def run_demo(batch: int = 2, size: int = 32, seed: int = 0, dtype="float32", rep
         t_cf = [min(a, b) for a, b in zip(t_cf, _forward(layers, x_nchw, "nchw")[1], strict=True)]
         t_cl = [min(a, b) for a, b in zip(t_cl, _forward(layers, x_nhwc, "nhwc")[1], strict=True)]
 
+    out_torch = [None] * len(layers)
+    if torch:
+        out_torch = _torch_forward(torch_weights(seed, np.dtype(dtype), size), x_nchw)
+
     results = []
-    for layer, a, b, ta, tb in zip(layers, out_cf, out_cl, t_cf, t_cl, strict=True):
+    for layer, a, b, ta, tb, ref in zip(layers, out_cf, out_cl, t_cf, t_cl, out_torch, strict=True):
         b_cf = lo.convert(b, "NHWC", "NCHW") if layer.activation else b
-        if a.shape != b_cf.shape:
-            diff = float("inf")
-        else:
-            diff = float(np.max(np.abs(a.astype(np.float64) - b_cf.astype(np.float64))))
-            if np.isnan(diff):
-                diff = float("inf")
-        results.append(LayerResult(layer.name, layer.description, a.shape, b.shape, diff, ta, tb))
+        diff = _max_abs_diff(a, b_cf)
+        torch_diff = None if ref is None else _max_abs_diff(a, ref)
+        results.append(
+            LayerResult(layer.name, layer.description, a.shape, b.shape, diff, ta, tb, torch_diff)
+        )
     return DemoResult(tuple(results), tuple(log), TOLERANCE[dtype])
 
 
@@ -346,25 +410,43 @@ def format_report(result: DemoResult, *, batch: int, size: int, seed: int, dtype
             f"{_shape(d_shape):>15} {d_lay}"
         )
     lines.append("")
+    with_torch = result.torch_diff is not None
     header = (
         f"{'layer':<8} {'op':<40} {'NCHW shape':<16} {'NHWC shape':<16} "
         f"{'max|diff|':>9} {'NCHW ms':>8} {'NHWC ms':>8}"
+        + (f" {'vs torch':>9}" if with_torch else "")
     )
     lines += [header, "-" * len(header)]
     for r in result.layers:
         flag = "" if r.max_abs_diff <= result.tolerance else "  <-- DISAGREE"
+        torch_col = ""
+        if r.torch_diff is not None:
+            torch_col = f" {r.torch_diff:>9.1e}"
+            if r.torch_diff > result.tolerance:
+                flag += "  <-- DIFFERS FROM PYTORCH"
         lines.append(
             f"{r.name:<8} {r.description:<40} {_shape(r.nchw_shape):<16} "
             f"{_shape(r.nhwc_shape):<16} {r.max_abs_diff:>9.1e} "
-            f"{r.nchw_seconds * 1e3:>8.2f} {r.nhwc_seconds * 1e3:>8.2f}{flag}"
+            f"{r.nchw_seconds * 1e3:>8.2f} {r.nhwc_seconds * 1e3:>8.2f}{torch_col}{flag}"
         )
     total_cf = sum(r.nchw_seconds for r in result.layers) * 1e3
     total_cl = sum(r.nhwc_seconds for r in result.layers) * 1e3
     blank = " " * (8 + 40 + 16 + 16 + 9 + 4)
     lines.append(f"total{blank[5:]} {total_cf:>8.2f} {total_cl:>8.2f}")
     lines.append("(NHWC outputs converted to NCHW before the difference is taken)")
+    if with_torch:
+        lines.append("(vs torch: our NCHW output against torch.nn.functional on the same weights)")
     lines.append("")
-    if result.agree:
+    if with_torch:
+        if result.torch_agrees:
+            lines.append(f"PyTorch agrees: max abs diff {result.torch_diff:.1e}")
+        else:
+            bad = [r.name for r in result.layers if r.torch_diff > result.tolerance]
+            lines.append(
+                f"PYTORCH DISAGREES: max abs diff {result.torch_diff:.1e} > "
+                f"{result.tolerance:.0e} at layer(s) {', '.join(bad)}"
+            )
+    if result.layouts_agree:
         lines.append(
             f"layouts agree: max abs diff {result.max_abs_diff:.1e} <= {result.tolerance:.0e}"
         )
@@ -390,12 +472,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per layout, fastest time shown (default 3)"
     )
+    parser.add_argument(
+        "--torch",
+        action="store_true",
+        help="also run the original network in PyTorch and compare (needs torch)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``layoutops demo``; 0 if both layouts agree, 1 if not."""
-    result = run_demo(args.batch, args.size, args.seed, args.dtype, args.repeat)
+    """Run ``layoutops demo``; 0 if both layouts (and PyTorch, with ``--torch``) agree, else 1."""
+    result = run_demo(
+        args.batch, args.size, args.seed, args.dtype, args.repeat, getattr(args, "torch", False)
+    )
     print(format_report(result, batch=args.batch, size=args.size, seed=args.seed, dtype=args.dtype))
     sys.stdout.flush()
     return 0 if result.agree else 1

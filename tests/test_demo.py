@@ -53,7 +53,7 @@ def test_bad_arguments():
 
 
 def _args(**kw):
-    base = dict(batch=1, size=8, seed=0, dtype="float32", repeat=1)
+    base = dict(batch=1, size=8, seed=0, dtype="float32", repeat=1, torch=False)
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -103,3 +103,22 @@ def test_both_paths_match_pytorch():
     logits = F.linear(torch.flatten(y, 1), t["fc.weight"], t["fc.bias"]).numpy()
     np.testing.assert_allclose(ours_cf, logits, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ours_cl, logits, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_option_compares_every_layer_with_pytorch(capsys):
+    pytest.importorskip("torch")
+    assert demo.run(_args(size=12, torch=True)) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("PyTorch agrees: max abs diff ")
+    assert lines[-1].startswith("layouts agree: ")
+    result = demo.run_demo(batch=1, size=8, dtype="float64", repeat=1, torch=True)
+    assert result.torch_agrees and result.torch_diff < 1e-10
+    assert all(r.torch_diff is not None for r in result.layers)
+
+
+def test_torch_option_without_torch_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    with pytest.raises(ValueError, match="needs PyTorch"):
+        demo.run_demo(batch=1, size=8, repeat=1, torch=True)
