@@ -59,7 +59,8 @@ def machine_section(bench: dict) -> list[str]:
         f"- measured {m['date_utc']} UTC; load average before "
         f"{num((m.get('loadavg') or [None])[0])}, after "
         f"{num((m.get('loadavg_after') or [None])[0])}",
-        f"- float32 GEMM rate (`np.matmul`, {g['n']}x{g['n']}, median): "
+        f"- float32 GEMM rate (`np.matmul`, {g['n']}x{g['n']}, median; each conv case also "
+        'times it among its own samples, and its "of GEMM" uses that): '
         f"**{g['gflops']:.1f} GFLOP/s** (before the cases {g['before_gflops']:.1f}, after "
         f"{g['after_gflops']:.1f}; the higher is the reference)",
         f"- {s['repeat']} interleaved samples per contestant and case, each at least "
@@ -259,8 +260,11 @@ def method_section(bench_path: str, ws_path: str | None) -> list[str]:
         "threads follow `OPENBLAS_NUM_THREADS` (default: all cores); numexpr gets `--threads`.",
         "- GFLOP/s counts `2 * N * C_out * prod(out) * C_in / groups * prod(k)` (transposed "
         "conv: over the input positions), against a 1024x1024 float32 `np.matmul` measured in "
-        "the same run. The GEMM-bound cases of the efficiency target are resnet stem, resnet "
-        "3x3, resnet 3x3 stride 2, late 3x3, pointwise, 1-D and 3-D (both layouts).",
+        "the same run: timed as one more contestant among each conv case's interleaved "
+        "samples, so that it sees the same machine load (the headline rate above is timed "
+        "before and after the cases). The GEMM-bound cases of the efficiency target are "
+        "resnet stem, resnet 3x3, resnet 3x3 stride 2, late 3x3, pointwise, 1-D and 3-D "
+        "(both layouts).",
         "- Workspace: peak RSS read from `VmHWM` in `/proc/self/status` after resetting it to "
         "the current RSS (writing `5` to `/proc/self/clear_refs`, Linux >= 4.0) once the "
         "inputs exist; the baseline is `VmRSS` after import and a tiny warm-up call of the "

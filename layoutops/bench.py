@@ -22,7 +22,9 @@ one sample (at least ``--min-time`` seconds), then the samples are taken interle
 ratio is ours / peer (below 1: we are faster). Conv and transposed conv also report GFLOP/s
 (``2 * N * C_out * prod(out) * C_in / groups * prod(k)``, for the transposed conv counted over
 the input positions) as a fraction of this machine's float32 GEMM rate, measured in the same
-run with a 1024x1024 ``np.matmul`` (before and after the cases; the higher is used).
+run with a 1024x1024 ``np.matmul``: timed as one more contestant in the interleaved samples of
+each conv case (so it sees the same machine load as the case), and also before and after the
+cases for the run's headline rate.
 
 Threads: PyTorch (``torch.set_num_threads``), onnxruntime (``intra_op_num_threads``) and
 numexpr get ``--threads`` (default: the cores this process may use). NumPy's BLAS is not
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fnmatch
+import functools
 import gc
 import json
 import math
@@ -506,6 +509,14 @@ def time_interleaved(
     }
 
 
+@functools.lru_cache(maxsize=2)
+def _gemm_operands(n: int):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    return a, b, np.empty((n, n), np.float32)
+
+
 def gemm_rate(n: int = 1024, repeat: int = 15, min_time: float = 0.02) -> dict:
     """This machine's float32 GEMM rate: ``np.matmul`` of two ``n x n`` matrices.
 
@@ -518,10 +529,7 @@ def gemm_rate(n: int = 1024, repeat: int = 15, min_time: float = 0.02) -> dict:
     >>> gemm_rate(n=64, repeat=2, min_time=0)["gflops"] > 0
     True
     """
-    rng = np.random.default_rng(1)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    out = np.empty((n, n), np.float32)
+    a, b, out = _gemm_operands(n)
     r = time_interleaved({"gemm": lambda: np.matmul(a, b, out=out)}, repeat, min_time, 2)["gemm"]
     work = 2.0 * n**3
     return {
@@ -754,8 +762,15 @@ def _run_case(case: Case, layout: str, peers: dict, args, log) -> dict:
                     row["status"] = "MISMATCH"
     del outputs
     gc.collect()
+    gemm_n = getattr(args, "gemm_n", 1024)
+    if row["flops"] and "ours" in fns:
+        # the GEMM reference as one more contestant: it sees the same machine load as the case
+        a, b, c = _gemm_operands(gemm_n)
+        fns["gemm"] = lambda: np.matmul(a, b, out=c)
     warmup = 0 if args.quick else 1
     timings = time_interleaved(fns, args.repeat, args.min_time, warmup) if fns else {}
+    if "gemm" in timings:
+        row["gemm_gflops"] = 2.0 * gemm_n**3 / timings["gemm"]["median"] / 1e9
     for key in ("ours", "torch", "ort"):
         row[f"{key}_s"] = timings[key]["median"] if key in timings else None
         if key in timings:
@@ -958,6 +973,14 @@ def write_plot(result: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
+def _set_fractions(row: dict, global_gflops: float) -> None:
+    """GFLOP/s over the GEMM rate timed with the case (or the run's rate without one)."""
+    reference = row.get("gemm_gflops") or global_gflops
+    for key, frac in (("ours_gflops", "gemm_fraction"), ("torch_gflops", "torch_gemm_fraction")):
+        if row.get(key):
+            row[frac] = row[key] / reference
+
+
 def run_suite(args, log=None) -> dict:
     """Run the timed suite as ``args`` says (the fields of ``add_arguments``); returns the
     result dict that ``--json`` writes: ``machine``, ``settings``, ``gemm``, ``cases``,
@@ -985,6 +1008,7 @@ def run_suite(args, log=None) -> dict:
         )
     gemm_repeat = 3 if args.quick else 15
     gemm_n = 256 if args.quick else 1024
+    args.gemm_n = gemm_n
     gemm = gemm_rate(gemm_n, gemm_repeat, 0 if args.quick else 0.05)
     log(f"float32 GEMM {gemm_n}x{gemm_n}: {gemm['gflops']:.1f} GFLOP/s")
     rows = []
@@ -994,10 +1018,7 @@ def run_suite(args, log=None) -> dict:
         for layout in layouts:
             i += 1
             row = _run_case(case, layout, peers, args, log)
-            if row.get("ours_gflops"):
-                row["gemm_fraction"] = row["ours_gflops"] / gemm["gflops"]
-            if row.get("torch_gflops"):
-                row["torch_gemm_fraction"] = row["torch_gflops"] / gemm["gflops"]
+            _set_fractions(row, gemm["gflops"])
             rows.append(row)
             log(_progress_line(i, total, row))
     gemm_after = gemm_rate(gemm_n, gemm_repeat, 0 if args.quick else 0.05)
@@ -1005,12 +1026,7 @@ def run_suite(args, log=None) -> dict:
     gemm_used["before_gflops"] = gemm["gflops"]
     gemm_used["after_gflops"] = gemm_after["gflops"]
     for row in rows:
-        for key, frac in (
-            ("ours_gflops", "gemm_fraction"),
-            ("torch_gflops", "torch_gemm_fraction"),
-        ):
-            if row.get(key):
-                row[frac] = row[key] / gemm_used["gflops"]
+        _set_fractions(row, gemm_used["gflops"])
     machine["loadavg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result = {
         "machine": machine,

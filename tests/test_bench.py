@@ -92,7 +92,9 @@ def test_quick_suite_without_peers_json_fields(tmp_path):
         assert (r["ours_s"] is not None and r["ours_s"] > 0) == available
     conv_rows = [r for r in rows if r["family"] == "conv" and r["ours_s"]]
     for r in conv_rows:
-        assert r["gemm_fraction"] == pytest.approx(r["ours_gflops"] / result["gemm"]["gflops"])
+        # the GEMM reference is timed among the case's own interleaved samples
+        assert r["gemm_gflops"] > 0
+        assert r["gemm_fraction"] == pytest.approx(r["ours_gflops"] / r["gemm_gflops"])
     assert set(result["summary"]["targets"]) >= {"median GEMM efficiency >= 0.6"}
 
 
