@@ -245,8 +245,9 @@ def _ordered(w_grouped: np.ndarray, w_letters: str, order: str, cdtype) -> np.nd
 def _prepare_weight(algorithm: str, form: str, w_grouped, w_letters: str, spatial: str, cdtype):
     """The kernel as each strategy uses it, built with one transpose from the user's layout.
 
-    ``im2col``: ``(G, O, c*K)`` (form A) or ``(G, K*c, O)`` (form B); ``per_tap``: a list of
-    per-offset ``(G, O, c)`` (A) or ``(G, c, O)`` (B) matrices; ``direct``: ``(G, O, c, *K)``.
+    ``im2col``: ``(G, O, c*K)`` (form A) or ``(G, K*c, O)`` (form B); ``per_tap``: the list
+    of per-offset ``(G, O, c)`` (A) or ``(G, c, O)`` (B) matrices and the whole kernel
+    ``(G, *K, O, c)`` / ``(G, *K, c, O)``; ``direct``: ``(G, O, c, *K)``.
     """
     dims = dict(zip(w_letters, w_grouped.shape, strict=True))
     g, o = dims["G"], dims["O"]
