@@ -221,8 +221,7 @@ def slower_section(bench: dict, notes: str | None) -> list[str]:
     return lines
 
 
-def method_section(bench_path: str, ws_path: str | None) -> list[str]:
-    ws_cmd = f"layoutops bench --workspace --json {ws_path or 'workspace.json'}"
+def method_section() -> list[str]:
     return [
         "## How to reproduce",
         "",
@@ -230,10 +229,10 @@ def method_section(bench_path: str, ws_path: str | None) -> list[str]:
         "",
         "```",
         'pip install -e ".[bench]"        # torch==2.13.0 (CPU), onnxruntime, matplotlib',
-        f"layoutops bench --json {bench_path} --plot docs/performance.png",
-        ws_cmd,
-        f"python benchmarks/write_performance_md.py {bench_path} "
-        f"{ws_path or 'workspace.json'} > docs/performance.md",
+        "layoutops bench --json out.json --plot docs/performance.png",
+        "layoutops bench --workspace --json workspace.json",
+        "python benchmarks/write_performance_md.py out.json workspace.json \\",
+        "    --notes benchmarks/performance_notes.md > docs/performance.md",
         "```",
         "",
         "`layoutops bench --help` lists the options (`--cases GLOB`, `--repeat N`, "
@@ -280,8 +279,6 @@ def render(
     *,
     notes=None,
     plot="performance.png",
-    bench_path="out.json",
-    ws_path=None,
 ) -> str:
     lines = [
         "# Performance",
@@ -309,7 +306,7 @@ def render(
     lines += results_section(bench, plot)
     lines += workspace_section(ws)
     lines += slower_section(bench, notes)
-    lines += method_section(bench_path, ws_path)
+    lines += method_section()
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -347,8 +344,6 @@ def main(argv=None) -> int:
             ws,
             notes=notes,
             plot=args.plot or None,
-            bench_path=args.bench_json,
-            ws_path=args.workspace_json,
         )
     )
     return 0
