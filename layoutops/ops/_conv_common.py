@@ -22,8 +22,18 @@ import numpy as np
 from ..errors import LayoutError
 from ..layouts import Layout, activation_layout, kernel_layout
 from ._dtypes import as_array, float_dtypes
+from ._params import is_int
 
-__all__ = ["ConvOperands", "prepare_conv", "split_axis", "add_bias", "check_rank"]
+__all__ = [
+    "ConvOperands",
+    "prepare_conv",
+    "split_axis",
+    "add_bias",
+    "check_rank",
+    "check_choice",
+    "check_padding_mode_limits",
+    "groups_from_arg",
+]
 
 
 @dataclass(frozen=True)
@@ -238,3 +248,36 @@ def add_bias(out: np.ndarray, out_layout: Layout, bias: np.ndarray | None) -> np
         shape[out_layout.channel_axis] = bias.shape[0]
         out += bias.reshape(shape).astype(out.dtype, copy=False)
     return out
+
+
+def check_choice(op: str, name: str, value, choices) -> str:
+    """``value`` lower-cased if it is one of ``choices`` (case-insensitive), else `ValueError`."""
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise ValueError(f"`{op}`: `{name}` must be one of {', '.join(choices)}; got {value!r}")
+    return value.lower()
+
+
+def check_padding_mode_limits(op: str, mode: str, geometry, spatial: str) -> None:
+    """PyTorch's limits: reflect needs padding < the input size, circular padding <= it."""
+    if mode == "zeros":
+        return
+    for letter, size, (b, e) in zip(spatial, geometry.in_sizes, geometry.pads, strict=True):
+        if mode == "reflect" and max(b, e) >= size:
+            raise ValueError(
+                f"`{op}`: `padding` for padding_mode='reflect' must be < the input size along "
+                f"{letter!r} ({size}), got {(b, e)}"
+            )
+        if mode == "circular" and max(b, e) > size:
+            raise ValueError(
+                f"`{op}`: `padding` for padding_mode='circular' must be <= the input size along "
+                f"{letter!r} ({size}), got {(b, e)}"
+            )
+
+
+def groups_from_arg(groups, kernel_layout_spec):
+    """SPEC's default ``groups=1`` with a grouped (``G``) kernel layout means "from the kernel":
+    returns None then (`prepare_conv` reads the count off the kernel), else ``groups``."""
+    if is_int(groups) and groups == 1 and kernel_layout_spec is not None:
+        if "G" in str(kernel_layout_spec):
+            return None
+    return groups

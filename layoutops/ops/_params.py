@@ -23,13 +23,14 @@ __all__ = [
     "pool_output_size",
     "conv_geometry",
     "PADDING_STRINGS",
+    "is_int",
 ]
 
 PADDING_STRINGS = ("valid", "same", "same_lower")
 Pads = tuple[tuple[int, int], ...]
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
@@ -44,7 +45,7 @@ def normalize_tuple(value, n: int, name: str, op: str, *, minimum: int = 1) -> t
     >>> normalize_tuple((1, 2), 2, "stride", "conv2d")
     (1, 2)
     """
-    if _is_int(value):
+    if is_int(value):
         values = (int(value),) * n
     else:
         try:
@@ -53,7 +54,7 @@ def normalize_tuple(value, n: int, name: str, op: str, *, minimum: int = 1) -> t
             raise TypeError(
                 f"`{op}`: `{name}` must be an int or a sequence of {n} ints, got {value!r}"
             ) from None
-        if len(values) != n or not all(_is_int(v) for v in values):
+        if len(values) != n or not all(is_int(v) for v in values):
             raise ValueError(
                 f"`{op}`: `{name}` must be an int or {n} ints (one per spatial axis), got {value!r}"
             )
@@ -94,7 +95,7 @@ def parse_padding(padding, n: int, op: str) -> Pads | str:
                 f"'same_lower', got {padding!r}"
             )
         return key
-    if _is_int(padding):
+    if is_int(padding):
         pads = ((int(padding), int(padding)),) * n
     else:
         try:
@@ -103,9 +104,9 @@ def parse_padding(padding, n: int, op: str) -> Pads | str:
             raise TypeError(
                 f"`{op}`: `padding` must be an int, a tuple of ints or a string, got {padding!r}"
             ) from None
-        if len(items) == n and all(_is_int(v) for v in items):
+        if len(items) == n and all(is_int(v) for v in items):
             pads = tuple((int(v), int(v)) for v in items)
-        elif len(items) == 2 * n and all(_is_int(v) for v in items):
+        elif len(items) == 2 * n and all(is_int(v) for v in items):
             pads = tuple((int(items[2 * i]), int(items[2 * i + 1])) for i in range(n))
         elif len(items) == n and all(_is_pair(v) for v in items):
             pads = tuple((int(v[0]), int(v[1])) for v in items)
@@ -124,7 +125,7 @@ def _is_pair(v) -> bool:
         items = list(v)
     except TypeError:
         return False
-    return len(items) == 2 and all(_is_int(i) for i in items)
+    return len(items) == 2 and all(is_int(i) for i in items)
 
 
 def same_pads(

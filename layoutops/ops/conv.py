@@ -9,33 +9,15 @@ The arguments are validated and normalized here, once (`prepare_conv` for the op
 from __future__ import annotations
 
 from ..kernels.conv import ALGORITHMS, PADDING_MODES, conv_forward
-from ._conv_common import prepare_conv
+from ._conv_common import (
+    check_choice,
+    check_padding_mode_limits,
+    groups_from_arg,
+    prepare_conv,
+)
 from ._params import conv_geometry
 
 __all__ = ["conv", "conv1d", "conv2d", "conv3d", "depthwise_conv2d", "ALGORITHMS"]
-
-
-def _check_choice(op: str, name: str, value, choices) -> str:
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise ValueError(f"`{op}`: `{name}` must be one of {', '.join(choices)}; got {value!r}")
-    return value.lower()
-
-
-def _check_mode_pads(op: str, mode: str, geometry, spatial: str) -> None:
-    """PyTorch's limits: reflect needs pad < size, circular pad <= size."""
-    if mode == "zeros":
-        return
-    for letter, size, (b, e) in zip(spatial, geometry.in_sizes, geometry.pads, strict=True):
-        if mode == "reflect" and max(b, e) >= size:
-            raise ValueError(
-                f"`{op}`: `padding` for padding_mode='reflect' must be < the input size along "
-                f"{letter!r} ({size}), got {(b, e)}"
-            )
-        if mode == "circular" and max(b, e) > size:
-            raise ValueError(
-                f"`{op}`: `padding` for padding_mode='circular' must be <= the input size along "
-                f"{letter!r} ({size}), got {(b, e)}"
-            )
 
 
 def _conv(
@@ -56,8 +38,8 @@ def _conv(
     n_spatial=None,
     depthwise=False,
 ):
-    padding_mode = _check_choice(op, "padding_mode", padding_mode, tuple(PADDING_MODES))
-    algorithm = _check_choice(op, "algorithm", algorithm, ALGORITHMS)
+    padding_mode = check_choice(op, "padding_mode", padding_mode, tuple(PADDING_MODES))
+    algorithm = check_choice(op, "algorithm", algorithm, ALGORITHMS)
     ops = prepare_conv(
         op,
         x,
@@ -79,7 +61,7 @@ def _conv(
         dilation=dilation,
         spatial=ops.spatial,
     )
-    _check_mode_pads(op, padding_mode, geometry, ops.spatial)
+    check_padding_mode_limits(op, padding_mode, geometry, ops.spatial)
     return conv_forward(
         ops.x_grouped,
         ops.x_letters,
@@ -93,16 +75,6 @@ def _conv(
         padding_mode=padding_mode,
         algorithm=algorithm,
     )
-
-
-_DEFAULT_GROUPS = 1
-
-
-def _groups_arg(groups, kernel_layout):
-    """SPEC's default is 1, but a G-layout kernel carries its own group count."""
-    if groups is _DEFAULT_GROUPS and kernel_layout is not None and "G" in str(kernel_layout):
-        return None
-    return groups
 
 
 def conv(
@@ -206,7 +178,7 @@ def conv(
         stride=stride,
         padding=padding,
         dilation=dilation,
-        groups=_groups_arg(groups, kernel_layout),
+        groups=groups_from_arg(groups, kernel_layout),
         padding_mode=padding_mode,
         layout=layout,
         kernel_layout=kernel_layout,
@@ -241,7 +213,7 @@ def _fixed_rank(n: int):
             stride=stride,
             padding=padding,
             dilation=dilation,
-            groups=_groups_arg(groups, kernel_layout),
+            groups=groups_from_arg(groups, kernel_layout),
             padding_mode=padding_mode,
             layout=layout,
             kernel_layout=kernel_layout,

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..kernels.conv_transpose import conv_transpose_scatter
 from ..kernels.geometry import Geometry
-from ._conv_common import add_bias, prepare_conv
-from ._params import _is_int, normalize_tuple, parse_padding
+from ._conv_common import add_bias, groups_from_arg, prepare_conv
+from ._params import is_int, normalize_tuple, parse_padding
 
 __all__ = [
     "conv_transpose",
@@ -93,7 +93,7 @@ def transposed_crops(
                 f"`{op}`: with `output_shape`, `padding` must be 0, 'same' or 'same_lower', "
                 f"got {padding!r}"
             )
-        if _is_int(output_shape):
+        if is_int(output_shape):
             sizes = (int(output_shape),) * n
         else:
             try:
@@ -102,7 +102,7 @@ def transposed_crops(
                 raise TypeError(
                     f"`{op}`: `output_shape` must be {n} ints (spatial sizes), got {output_shape!r}"
                 ) from None
-            if len(sizes) != n or not all(_is_int(v) for v in sizes):
+            if len(sizes) != n or not all(is_int(v) for v in sizes):
                 raise ValueError(
                     f"`{op}`: `output_shape` must be {n} ints (the spatial sizes, in the "
                     f"layout's order {spatial!r}), got {output_shape!r}"
@@ -285,7 +285,7 @@ def _conv_transpose(
         x,
         weight,
         bias,
-        groups=_groups_arg(groups, kernel_layout),
+        groups=groups_from_arg(groups, kernel_layout),
         layout=layout,
         kernel_layout_spec=kernel_layout,
         out_layout=out_layout,
@@ -329,14 +329,6 @@ def _conv_transpose(
     if out.dtype != ops.dtype:
         out = out.astype(ops.dtype)
     return out
-
-
-def _groups_arg(groups, kernel_layout_spec):
-    """``groups=1`` (the default) with a grouped ``G`` kernel layout means "from the kernel"."""
-    if _is_int(groups) and groups == 1 and kernel_layout_spec is not None:
-        if "G" in str(kernel_layout_spec):
-            return None
-    return groups
 
 
 def conv_transpose1d(

@@ -26,12 +26,17 @@ from ..kernels.geometry import Geometry
 from ..kernels.grad import bin_scatter, fold_padding, index_scatter, weight_grad, window_scatter
 from ..kernels.pool import _divisor
 from ..layouts import activation_layout
-from ._conv_common import add_bias, prepare_conv, split_axis
+from ._conv_common import (
+    add_bias,
+    check_choice,
+    check_padding_mode_limits,
+    groups_from_arg,
+    prepare_conv,
+    split_axis,
+)
 from ._dtypes import as_array, check_float, float_dtypes
 from ._params import conv_geometry
-from .conv import ALGORITHMS, PADDING_MODES, _check_choice, _check_mode_pads, conv
-from .conv import _groups_arg as _conv_groups_arg
-from .conv_transpose import _groups_arg as _ct_groups_arg
+from .conv import ALGORITHMS, PADDING_MODES, conv
 from .conv_transpose import conv_transpose, transposed_crops
 from .pool import adaptive_max_pool, adaptive_setup, avg_pool_setup, lp_pool, max_pool
 
@@ -168,11 +173,11 @@ def conv_backward(
     """
     op = "conv_backward"
     want = _needs(needs, op)
-    padding_mode = _check_choice(op, "padding_mode", padding_mode, tuple(PADDING_MODES))
-    _check_choice(op, "algorithm", algorithm, ALGORITHMS)
+    padding_mode = check_choice(op, "padding_mode", padding_mode, tuple(PADDING_MODES))
+    check_choice(op, "algorithm", algorithm, ALGORITHMS)
     mode = "constant" if padding_mode == "zeros" else padding_mode
     ops = prepare_conv(
-        op, x, weight, bias, groups=_conv_groups_arg(groups, kernel_layout), layout=layout,
+        op, x, weight, bias, groups=groups_from_arg(groups, kernel_layout), layout=layout,
         kernel_layout_spec=kernel_layout, out_layout=out_layout,
     )
     spatial = ops.spatial
@@ -180,7 +185,7 @@ def conv_backward(
         op, ops.in_sizes, ops.kernel_sizes, stride=stride, padding=padding, dilation=dilation,
         spatial=spatial,
     )
-    _check_mode_pads(op, padding_mode, geom, spatial)
+    check_padding_mode_limits(op, padding_mode, geom, spatial)
     g = _grad_out(grad_out, op)
     sizes = {"N": ops.batch, "C": ops.c_out, **dict(zip(spatial, geom.out_sizes, strict=True))}
     _check_shape(g, _shape_in(ops.out_layout, sizes), ops.out_layout, op)
@@ -347,7 +352,7 @@ out_layout
     op = "conv_transpose_backward"
     want = _needs(needs, op)
     ops = prepare_conv(
-        op, x, weight, bias, groups=_ct_groups_arg(groups, kernel_layout), layout=layout,
+        op, x, weight, bias, groups=groups_from_arg(groups, kernel_layout), layout=layout,
         kernel_layout_spec=kernel_layout, out_layout=out_layout, transposed=True,
     )
     spatial = ops.spatial
