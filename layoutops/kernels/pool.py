@@ -238,10 +238,15 @@ def max_pool(
     pstrides = plane_strides(geom.in_sizes)
     id_dtype = _tap_id_dtype(math.prod(geom.kernel_sizes))
     kstrides = plane_strides(geom.kernel_sizes)
-    per_elem = x.dtype.itemsize + (3 * id_dtype.itemsize + 2 + 16 if return_indices else 0)
+    order = _axis_order(x.strides, axes)
+    if return_indices:
+        per_elem = x.dtype.itemsize + 3 * id_dtype.itemsize + 2 + 16
 
-    def cost(t):
-        return math.prod(t) * per_elem
+        def cost(t):
+            return math.prod(t) * per_elem
+    else:
+        def cost(t):
+            return (math.prod(t) + _separable_elems(geom, axes, t, order)) * x.dtype.itemsize
 
     for tile in split_tiles(out.shape, cost, _tile_limit()):
         o_t = out[tile]
@@ -249,7 +254,7 @@ def max_pool(
             continue
         ranges = [(tile[ax].start, tile[ax].stop) for ax in axes]
         if not return_indices:
-            _running(o_t, x, _boxes(geom, ranges), tile, axes, geom, None, np.maximum, init)
+            _separable(o_t, x, tile, axes, geom, order, np.maximum, init)
             continue
         o_t.fill(init)
         # arg-max as a tap id (1 + flat kernel offset): taps run in window order, so the
@@ -300,25 +305,139 @@ def _running(acc, src, boxes, tile, axes, geom, origin, ufunc, identity) -> None
         ufunc(c, src[src_index], out=c)
 
 
+def _axis_order(strides, axes) -> tuple[int, ...]:
+    """Spatial axis numbers ``i`` (into ``axes``) by decreasing memory stride: the order of the
+    separable passes, so that the early (larger) passes run over long contiguous rows."""
+    return tuple(sorted(range(len(axes)), key=lambda i: -abs(strides[axes[i]])))
+
+
+def _separable_elems(geom: Geometry, axes, tile_shape, order) -> int:
+    """Elements of the intermediate buffers `_separable` allocates for a tile of
+    ``tile_shape`` (the in-bounds input spans of the axes not yet reduced)."""
+    spans = {}
+    other = math.prod(tile_shape)
+    for i, ax in enumerate(axes):
+        t = tile_shape[ax]
+        other //= max(t, 1)
+        spans[i] = min(geom.in_sizes[i], (t - 1) * geom.strides[i] + geom.extents[i])
+    total = 0
+    for i in order[:-1]:
+        spans[i] = tile_shape[axes[i]]
+        total += other * math.prod(spans.values())
+    return total
+
+
+def _separable(acc, x, tile, axes, geom: Geometry, order, ufunc, identity, transform=None):
+    """``acc = ufunc.reduce`` over the in-bounds taps of every window of the output ``tile``,
+    one spatial axis at a time (max and sum over a box are separable): ``sum(k)`` instead of
+    ``prod(k)`` passes, the first ones over long contiguous rows.
+
+    The passes read the in-bounds input block of the tile (through ``transform`` when given:
+    a converted copy), in the pass ``order`` (`_axis_order`); each pass allocates the next
+    intermediate, the last one is ``acc``.
+    """
+    ranges = tuple((tile[ax].start, tile[ax].stop) for ax in axes)
+    region, stages = _separable_plan(geom, tuple(axes), order, x.ndim, ranges)
+    index = list(tile)
+    for ax, sl in region:
+        index[ax] = sl
+    cur = x[tuple(index)]
+    if transform is not None:
+        cur = transform(cur)
+    last = len(stages) - 1
+    for step, (ax, n_out, init, rest) in enumerate(stages):
+        if step == last:
+            nxt = acc
+        else:
+            shape = list(cur.shape)
+            shape[ax] = n_out
+            nxt = np.empty(shape, acc.dtype)
+        if len(init) == 2:
+            ufunc(cur[init[0]], cur[init[1]], out=nxt)
+        elif init:
+            np.copyto(nxt, cur[init[0]], casting="unsafe")
+        else:
+            nxt.fill(identity)
+        for dst, src in rest:
+            c = nxt[dst]
+            ufunc(c, cur[src], out=c)
+        cur = nxt
+
+
+@functools.lru_cache(maxsize=1024)
+def _separable_plan(geom: Geometry, axes, order, ndim, ranges):
+    """The index plan of `_separable` for a tile whose spatial output ranges are ``ranges``:
+    ``(region, stages)`` with ``region`` the ``(axis, slice)`` of the in-bounds input span per
+    spatial axis, and per pass ``(axis, outputs, init, rest)``: ``init`` the source indices of
+    the (up to two) taps that cover every output of the range and start the reduction (none:
+    fill with the identity), ``rest`` the ``(destination, source)`` indices of the other taps.
+    """
+    region = []
+    origin = {}
+    for i, ax in enumerate(axes):
+        lo, hi = _in_bounds_span(geom, i, *ranges[i])
+        region.append((ax, slice(lo, hi)))
+        origin[i] = lo
+
+    def along(ax, sl):
+        index = [slice(None)] * ndim
+        index[ax] = sl
+        return tuple(index)
+
+    stages = []
+    for i in order:
+        ax = axes[i]
+        o_lo, o_hi = ranges[i]
+        s = geom.strides[i]
+        taps = tap_ranges(geom.in_sizes[i], geom.kernel_sizes[i], s, geom.dilations[i],
+                          geom.pads[i][0], o_lo, o_hi)
+        taps = [t for t in taps if t is not None]
+        full = [t for t in taps if t[0] == o_lo and t[1] == o_hi][:2]
+
+        def src(a, b, p0, org=origin[i], s=s, ax=ax):
+            return along(ax, slice(p0 - org, p0 - org + (b - a - 1) * s + 1, s))
+
+        init = tuple(src(*t) for t in full)
+        rest = tuple((along(ax, slice(a - o_lo, b - o_lo)), src(a, b, p0))
+                     for a, b, p0 in taps if (a, b, p0) not in full)
+        stages.append((ax, o_hi - o_lo, init, rest))
+    return tuple(region), tuple(stages)
+
+
+@functools.lru_cache(maxsize=1024)
 def _axis_counts(geom: Geometry, i: int, o_lo: int, o_hi: int, lo: int, hi: int) -> np.ndarray:
-    """Per output in ``[o_lo, o_hi)``: how many taps along axis ``i`` fall inside ``[lo, hi)``."""
+    """Per output in ``[o_lo, o_hi)``: how many taps along axis ``i`` fall inside ``[lo, hi)``
+    (cached, read-only)."""
     o = np.arange(o_lo, o_hi, dtype=np.int64)[:, None]
     pos = o * geom.strides[i] - geom.pads[i][0] + np.arange(geom.kernel_sizes[i]) * (
         geom.dilations[i]
     )
-    return ((pos >= lo) & (pos < hi)).sum(axis=1)
+    counts = ((pos >= lo) & (pos < hi)).sum(axis=1)
+    counts.flags.writeable = False
+    return counts
 
 
 def _divisor(geom: Geometry, axes, tile, ndim, count_include_pad: bool, dtype):
-    """The avg-pool divisor of a tile: the outer product of per-axis tap counts."""
-    div = np.ones((1,) * ndim, dtype)
+    """The avg-pool divisor of a tile: the outer product of per-axis tap counts; a 0-d array
+    when every output of the tile has the same divisor (cached, read-only)."""
+    ranges = tuple((tile[ax].start, tile[ax].stop) for ax in axes)
+    return _divisor_of(geom, tuple(axes), ranges, ndim, bool(count_include_pad), np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def _divisor_of(geom: Geometry, axes, ranges, ndim, count_include_pad: bool, dtype):
+    parts = []
     for i, ax in enumerate(axes):
         n_in = geom.in_sizes[i]
         lo, hi = (-geom.pads[i][0], n_in + geom.pads[i][1]) if count_include_pad else (0, n_in)
-        counts = _axis_counts(geom, i, tile[ax].start, tile[ax].stop, lo, hi)
-        shape = [1] * ndim
-        shape[ax] = counts.size
-        div = div * counts.astype(dtype).reshape(shape)
+        parts.append((ax, _axis_counts(geom, i, *ranges[i], lo, hi)))
+    if all(c.min() == c.max() for _, c in parts):
+        div = np.asarray(math.prod(int(c[0]) for _, c in parts), dtype)
+    else:
+        div = np.ones((1,) * ndim, dtype)
+        for ax, counts in parts:
+            div = div * _along(counts.astype(dtype), ax, ndim)
+    div.flags.writeable = False
     return div
 
 
@@ -339,27 +458,24 @@ def _sum_pool(x, axes, geom, dtype, compute_dtype, transform, finish):
         def transform(block):
             return block.astype(compute_dtype)
 
+    order = _axis_order(x.strides, axes)
+
     def cost(t):
+        n = math.prod(t) + _separable_elems(geom, axes, t, order)
         if direct:
-            return math.prod(t) * csize
-        return (math.prod(t) + _block_elems(geom, axes, t)) * csize
+            return n * csize
+        return (n + math.prod(t) + _block_elems(geom, axes, t)) * csize
 
     for tile in split_tiles(out.shape, cost, _tile_limit()):
         o_t = out[tile]
         if o_t.size == 0:
             continue
-        ranges = [(tile[ax].start, tile[ax].stop) for ax in axes]
-        if direct:
-            src_arr, origin, acc = x, None, o_t
-        else:
-            region, origin = _in_bounds_region(geom, axes, tile)
-            src_arr = transform(x[region])
-            acc = np.empty(o_t.shape, compute_dtype)
-        _running(acc, src_arr, _boxes(geom, ranges), tile, axes, geom, origin, np.add, 0)
+        acc = o_t if direct else np.empty(o_t.shape, compute_dtype)
+        _separable(acc, x, tile, axes, geom, order, np.add, 0, None if direct else transform)
         finish(acc, tile)
         if not direct:
             o_t[...] = acc
-            del src_arr, acc  # free before the next tile allocates its own
+            del acc  # free before the next tile allocates its own
     return out
 
 
