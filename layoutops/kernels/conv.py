@@ -153,6 +153,14 @@ def conv_forward(
         return out
     form = "A" if _channels_first(out_letters) else "B"
     algorithm = choose_algorithm(algorithm, c_per, o_per, geometry, form == "A")
+    if (
+        algorithm == "direct"
+        and form == "B"
+        and padding_mode == "zeros"
+        and _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters,
+                            geometry, bias, cdtype)
+    ):
+        return out
     res_letters = "NGO" + spatial if form == "A" else "N" + spatial + "GO"
 
     # the output, grouped (C -> G, O), permuted to the canonical result order: a view
@@ -725,6 +733,110 @@ def _direct_rows(block, wk, geometry, tgt, cdtype):
     return tgt
 
 
+def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geometry,
+                    bias, cdtype) -> bool:
+    """Depthwise 1-D/2-D with channels innermost in input and output, zero padding: every
+    term is a multiply-add of contiguous input rows ``(W, C)`` with the tap's weights, written
+    straight into the output rows. The padding is virtual (each tap touches only the output
+    rows and columns whose input exists): no padded copy. Output rows go in cache-sized
+    chunks over threads. Returns False (nothing done) if the arrays do not have that shape."""
+    k = geometry.n_spatial
+    spatial = "".join(c for c in x_letters if c not in "NGC")
+    if k > 2 or x_letters != "N" + spatial + "GC" or out_letters != "N" + spatial + "C":
+        return False
+    dims = dict(zip(w_letters, w_grouped.shape, strict=True))
+    if dims["O"] != 1 or dims["I"] != 1 or x_grouped.dtype != cdtype or out.dtype != cdtype:
+        return False
+    itm = cdtype.itemsize
+    g = x_grouped.shape[-2]
+    x = x_grouped[..., 0]  # (n, *S, G)
+    if x.strides[-1] != itm or not out.flags.c_contiguous:
+        return False
+    w = _ordered(w_grouped, w_letters, spatial + "GOI", cdtype).reshape(
+        geometry.kernel_sizes + (g,)
+    )
+    o3 = out
+    if k == 1:  # a unit row axis
+        x, w, o3 = x[:, None], w[None], out[:, None]
+    geo = (
+        ((1,) + geometry.in_sizes, (1,) + geometry.kernel_sizes, (1,) + geometry.strides,
+         (1,) + geometry.dilations, ((0, 0),) + geometry.pads, (1,) + geometry.out_sizes)
+        if k == 1
+        else (geometry.in_sizes, geometry.kernel_sizes, geometry.strides, geometry.dilations,
+              geometry.pads, geometry.out_sizes)
+    )
+    (hi, wi), (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)), (ho, wo) = geo
+    n = x.shape[0]
+    contiguous_w = sw == 1 and x.strides[2] == g * itm
+    # per tap: the output columns [c0, c1) whose input column exists, and its first column
+    cols = []
+    for j in range(kw):
+        off = j * dw - pw
+        c0 = -(off // sw) if off < 0 else 0
+        c1 = min(wo, (wi - 1 - off) // sw + 1) if wi - 1 - off >= 0 else 0
+        cols.append((c0, max(c0, c1), c0 * sw + off))
+    wrep = [np.tile(w[i, j], wo) if contiguous_w else w[i, j] for i in range(kh) for j in range(kw)]
+    bias_c = None if bias is None else bias.astype(cdtype)
+    per = max(1, _DIRECT_ROWS_CHUNK // max(wo * g, 1))
+    chunks = [(ni, r0) for ni in range(n) for r0 in range(0, ho, per)]
+    xs0, xs1, xs2 = x.strides[:3]
+
+    def rows_chunk(part):
+        tmp = np.empty((per, wo, g), dtype=cdtype)
+        for ni, r0 in part:
+            r1 = min(ho, r0 + per)
+            dst = o3[ni, r0:r1]
+            full = False
+            terms = []
+            for i in range(kh):
+                # output rows r whose input row r * sh + i * dh - ph exists
+                off_r = i * dh - ph
+                a = max(r0, -(off_r // sh)) if off_r < 0 else r0
+                b = min(r1, (hi - 1 - off_r) // sh + 1) if hi - 1 - off_r >= 0 else r0
+                if b <= a:
+                    continue
+                for j in range(kw):
+                    c0, c1, src_c = cols[j]
+                    if c1 > c0:
+                        cover = (a, b, c0, c1) == (r0, r1, 0, wo)
+                        terms.append((not cover, i, j, a, b, off_r))
+            terms.sort()  # a term covering the whole chunk first: it initializes the rows
+            for _, i, j, a, b, off_r in terms:
+                if True:
+                    c0, c1, src_c = cols[j]
+                    first = not full
+                    if first and (a, b, c0, c1) != (r0, r1, 0, wo):
+                        dst[...] = 0
+                        full = True
+                        first = False
+                    xv = np.lib.stride_tricks.as_strided(
+                        x[ni, a * sh + off_r, src_c], (b - a, c1 - c0, g),
+                        (xs1 * sh, xs2 * sw, itm), writeable=False,
+                    )
+                    d = dst[a - r0 : b - r0, c0:c1]
+                    wv = wrep[i * kw + j]
+                    if contiguous_w:
+                        xv = xv.reshape(b - a, (c1 - c0) * g)
+                        d = d.reshape(b - a, (c1 - c0) * g)
+                        wv = wv[: (c1 - c0) * g]
+                    if first:
+                        np.multiply(xv, wv, out=d)
+                        full = True
+                        continue
+                    t = tmp[: b - a, : c1 - c0]
+                    if contiguous_w:
+                        t = t.reshape(b - a, (c1 - c0) * g)
+                    np.multiply(xv, wv, out=t)
+                    d += t
+            if not full:
+                dst[...] = 0
+            if bias_c is not None:
+                dst += bias_c
+
+    _parallel(rows_chunk, chunks)
+    return True
+
+
 def _parallel(fn, items: list) -> None:
     """``fn(part)`` on contiguous parts of ``items``, one per thread (NumPy's ufuncs release
     the GIL, so elementwise work uses every core, as BLAS does for the GEMMs)."""
@@ -738,7 +850,8 @@ def _parallel(fn, items: list) -> None:
         future.result()
 
 
-_THREADS = max(1, min(os.cpu_count() or 1, 8))
+_THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                       else os.cpu_count() or 1, 8))
 _POOL: dict = {}
 
 
