@@ -23,8 +23,12 @@ Strategies (``algorithm=``):
     Per tile, the window view of the block is copied once into a contiguous column matrix
     (the tile's im2col, never the whole input's) and contracted with the kernel by one batched
     GEMM (``np.matmul``, groups as a batch axis). Channels-first tiles with small planes put
-    every sample of the tile into one GEMM (``N = n * P``). Tiles hold at most 16 MiB: larger
-    ones gave no GEMM speed and lost cache locality in the copy.
+    every sample of the tile into one GEMM (``N = n * P``). Channels-last tiles with groups
+    copy their columns group-major ``(G, nP, K)``, so each group's GEMM runs on a contiguous
+    matrix (on the strided ``(nP, G, K)`` view it measured 2.4x slower: 7.5 ms against 3.1 ms
+    for the grouped case of BENCH.md, 1 thread), and copy the ``(G, nP, O)`` result into the
+    output once. Tiles hold at most 16 MiB: larger ones gave no GEMM speed and lost cache
+    locality in the copy; smaller ones (2 MiB, 0.5 MiB) measured slower on every shape.
 ``"per_tap"``
     For each kernel offset, a GEMM of the block's shifted view with that offset's weight slice,
     accumulated into the tile. No im2col buffer. With stride 1 the shifted view is a flat
@@ -37,7 +41,12 @@ Strategies (``algorithm=``):
     w_tap``) with NumPy ufuncs on cache-sized, contiguous runs, for depthwise convolutions:
     in channels-first one flat plane per channel times a scalar weight; in channels-last
     whole output rows ``(W_out, C)`` written straight into the result, times the tap's weights
-    repeated along the row, the rows split over threads (ufuncs release the GIL).
+    repeated along the row, the rows split over threads (ufuncs release the GIL). A
+    channels-last depthwise conv with zero padding (1-D or 2-D) reads the input in place, not
+    tile by tile: the padding is virtual (each tap multiplies only the output rows and columns
+    whose input exists, a tap covering the whole row chunk first), so there is no padded copy
+    at all, and a stride along the width reads the ``(rows, W_out, C)`` tap views in place
+    (runs of ``C`` contiguous values) instead of computing every column and dropping half.
 ``"auto"``
     Depthwise (one input channel per group) -> ``direct`` (``im2col`` for a strided
     channels-first depthwise conv); otherwise ``im2col``, which was
@@ -45,8 +54,9 @@ Strategies (``algorithm=``):
     (``per_tap`` trades some speed for a smaller workspace).
 
 Threads: the GEMMs use BLAS's threads; the channels-last direct strategy splits its rows
-over a small pool of ``os.cpu_count()`` threads (at most 8). Channels-first planes stay on one
-thread: two threads on planes that share the L2 cache measured slower.
+over a small pool of as many threads as the process may run on (``os.sched_getaffinity``, at
+most 8: a process pinned to one core does not time-slice two threads). Channels-first planes
+stay on one thread: two threads on planes that share the L2 cache measured slower.
 """
 
 from __future__ import annotations
