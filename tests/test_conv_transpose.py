@@ -462,3 +462,53 @@ def test_peak_memory_stays_within_workspace(layout):
         tracemalloc.stop()
     # an untiled cols buffer alone would be 2*48*40*8*9*8 bytes = 2.2 MB
     assert peak < y.nbytes + 3 * limit, (peak, y.nbytes)
+
+
+# channels-last, one group, and stride dividing the innermost kernel size (or stride 1): the
+# contiguous-row strategy (a GEMM per block of `s` taps, added as whole output rows)
+ROW_CASES = [
+    # (in_sizes, kernel, stride, dilation, ref padding, output_padding)
+    ((5, 6), (4, 4), (2, 2), (1, 1), ((1, 1), (1, 1)), (0, 0)),
+    ((4, 5), (2, 2), (2, 2), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    ((3, 7), (3, 6), (2, 3), (1, 1), ((2, 0), (0, 4)), (1, 2)),
+    ((4, 4), (3, 3), (1, 1), (2, 2), ((1, 2), (3, 0)), (1, 1)),
+    ((3, 5), (2, 4), (3, 2), (1, 1), ((0, -2), (0, -1)), (0, 0)),  # end < 0: appended
+    ((6,), (4,), (2,), (1,), ((2, 1),), (1,)),
+    ((3, 3, 4), (2, 3, 2), (2, 1, 2), (1, 1, 1), ((0, 1), (1, 1), (1, 0)), (1, 0, 1)),
+]
+
+
+@pytest.mark.parametrize("tile_bytes", [None, 64])
+@pytest.mark.parametrize("case", ROW_CASES, ids=[str(i) for i in range(len(ROW_CASES))])
+def test_channels_last_row_blocks(case, tile_bytes, monkeypatch):
+    from layoutops.kernels import conv_transpose as kct
+
+    if tile_bytes is not None:  # one input position per tile: every tile border is cropped
+        monkeypatch.setattr(kct, "ROW_TILE_BYTES", tile_bytes)
+    in_sizes, ks, s, d, crops, opad = case
+    n = len(in_sizes)
+    rng = np.random.default_rng(len(in_sizes) + sum(ks))
+    x = rng.standard_normal((2, 5, *in_sizes))
+    w = rng.standard_normal((5, 3, *ks))
+    b = rng.standard_normal(3)
+    # explicit crops; an end below 0 is reached through output_shape instead
+    pads = [(bg, max(e, 0)) for bg, e in crops]
+    full = [(i - 1) * st + dd * (k - 1) + 1 + op
+            for i, st, dd, k, op in zip(in_sizes, s, d, ks, opad, strict=True)]
+    shape = tuple(f - bg - e for f, (bg, e) in zip(full, crops, strict=True))
+    kw = dict(stride=s, dilation=d)
+    if any(e < 0 for _, e in crops):
+        assert all(bg == 0 for bg, _ in crops)
+        kw["output_shape"] = shape
+        expected = ref_conv_transpose(x, w, b, s, d, crops, (0,) * n, 1)
+    else:
+        kw.update(padding=pads, output_padding=opad)
+        expected = ref_conv_transpose(x, w, b, s, d, crops, opad, 1)
+    assert expected.shape[2:] == shape
+    layout, k_layout = cl(n), sp(n) + "OI"
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-4)):
+        y = lo.conv_transpose(relayout(x, cf(n), layout).astype(dtype),
+                              relayout(w, "IO" + sp(n), k_layout).astype(dtype), b,
+                              layout=layout, kernel_layout=k_layout, **kw)
+        assert y.dtype == dtype
+        np.testing.assert_allclose(y, relayout(expected, cf(n), layout), rtol=tol, atol=tol)
