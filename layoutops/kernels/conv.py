@@ -49,9 +49,10 @@ Strategies (``algorithm=``):
     (runs of ``C`` contiguous values) instead of computing every column and dropping half.
 ``"auto"``
     Depthwise (one input channel per group) -> ``direct`` (``im2col`` for a strided
-    channels-first depthwise conv); otherwise ``im2col``, which was
-    the fastest of the three on every GEMM-bound shape of BENCH.md on the 2-core test machine
-    (``per_tap`` trades some speed for a smaller workspace).
+    channels-first depthwise conv); a channels-first dense stride-1 conv with many channels
+    and large planes -> ``per_tap`` (see `choose_algorithm`); otherwise ``im2col``, which was
+    the fastest of the three on the other GEMM-bound shapes of BENCH.md on the 2-core test
+    machine (1 thread, interleaved runs).
 
 Threads: the GEMMs use BLAS's threads; the channels-last direct strategy splits its rows
 over a small pool of as many threads as the process may run on (``os.sched_getaffinity``, at
@@ -92,12 +93,18 @@ def choose_algorithm(
     o_per_group: int,
     geometry: Geometry,
     channels_first_out: bool = True,
+    groups: int = 1,
 ) -> str:
     """The strategy ``"auto"`` resolves to (other names are returned unchanged).
 
     Depthwise (one input channel per group) -> ``direct``, except a channels-first output
     with a stride above 1 (its strided planes lose the long contiguous runs: ``im2col``
-    measured twice as fast there); everything else -> ``im2col``.
+    measured twice as fast there). A channels-first output of a dense (one group), stride-1,
+    undilated 2-D/3-D conv with at least 64 input channels and large planes (2048 output
+    pixels or more) -> ``per_tap``: each offset is one flat GEMM on the input's memory, with no
+    column copy (resnet 3x3 of BENCH.md, 1 thread: 10% faster than ``im2col`` in three
+    interleaved runs; the late 3x3 with 7x7 planes, the dilated and the 1-D cases were faster
+    with ``im2col``). Everything else -> ``im2col``.
     """
     if algorithm != "auto":
         return algorithm
@@ -105,6 +112,16 @@ def choose_algorithm(
         if channels_first_out and any(s > 1 for s in geometry.strides):
             return "im2col"
         return "direct"
+    if (
+        channels_first_out
+        and groups == 1
+        and c_per_group >= 64
+        and geometry.n_spatial >= 2
+        and all(s == 1 for s in geometry.strides)
+        and all(d == 1 for d in geometry.dilations)
+        and math.prod(geometry.out_sizes) >= 2048
+    ):
+        return "per_tap"
     return "im2col"
 
 
@@ -162,7 +179,7 @@ def conv_forward(
             out += bias.reshape(shape).astype(dtype)
         return out
     form = "A" if _channels_first(out_letters) else "B"
-    algorithm = choose_algorithm(algorithm, c_per, o_per, geometry, form == "A")
+    algorithm = choose_algorithm(algorithm, c_per, o_per, geometry, form == "A", groups)
     if (
         algorithm == "direct"
         and form == "B"
