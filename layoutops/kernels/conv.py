@@ -807,6 +807,11 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
     (hi, wi), (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)), (ho, wo) = geo
     n = x.shape[0]
     contiguous_w = sw == 1 and x.strides[2] == g * itm
+    # a stride along the width: each chunk's input rows are first split into ``sw`` phases
+    # (columns p, p + sw, ...), contiguous, so every tap reads contiguous runs of the phase
+    # its offset falls on (one strided copy of the input instead of strided multiply-adds)
+    phased = sw > 1 and x.strides[2] == g * itm
+    tiled = contiguous_w or phased
     # per tap: the output columns [c0, c1) whose input column exists, and its first column
     cols = []
     for j in range(kw):
@@ -814,17 +819,27 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
         c0 = -(off // sw) if off < 0 else 0
         c1 = min(wo, (wi - 1 - off) // sw + 1) if wi - 1 - off >= 0 else 0
         cols.append((c0, max(c0, c1), c0 * sw + off))
-    wrep = [np.tile(w[i, j], wo) if contiguous_w else w[i, j] for i in range(kh) for j in range(kw)]
+    wrep = [np.tile(w[i, j], wo) if tiled else w[i, j] for i in range(kh) for j in range(kw)]
     bias_c = None if bias is None else bias.astype(cdtype)
     per = max(1, _DIRECT_ROWS_CHUNK // max(wo * g, 1))
     chunks = [(ni, r0) for ni in range(n) for r0 in range(0, ho, per)]
     xs0, xs1, xs2 = x.strides[:3]
 
+    lens = [(wi - p + sw - 1) // sw for p in range(sw)]  # columns of each phase
+
     def rows_chunk(part):
         tmp = np.empty((per, wo, g), dtype=cdtype)
+        if phased:
+            bufs = np.empty((sw, per * sh + (kh - 1) * dh + 1, lens[0], g), dtype=cdtype)
         for ni, r0 in part:
             r1 = min(ho, r0 + per)
             dst = o3[ni, r0:r1]
+            if phased:
+                lo_in = max(0, r0 * sh - ph)
+                hi_in = min(hi, (r1 - 1) * sh + (kh - 1) * dh - ph + 1)
+                for p_, len_p in enumerate(lens):
+                    if hi_in > lo_in and len_p:
+                        bufs[p_, : hi_in - lo_in, :len_p] = x[ni, lo_in:hi_in, p_::sw]
             full = False
             terms = []
             for i in range(kh):
@@ -848,13 +863,21 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
                         dst[...] = 0
                         full = True
                         first = False
-                    xv = np.lib.stride_tricks.as_strided(
-                        x[ni, a * sh + off_r, src_c], (b - a, c1 - c0, g),
-                        (xs1 * sh, xs2 * sw, itm), writeable=False,
-                    )
+                    if phased:
+                        off = j * dw - pw
+                        buf = bufs[off % sw]
+                        xv = np.lib.stride_tricks.as_strided(
+                            buf[a * sh + off_r - lo_in, c0 + off // sw], (b - a, c1 - c0, g),
+                            (buf.strides[0] * sh, g * itm, itm), writeable=False,
+                        )
+                    else:
+                        xv = np.lib.stride_tricks.as_strided(
+                            x[ni, a * sh + off_r, src_c], (b - a, c1 - c0, g),
+                            (xs1 * sh, xs2 * sw, itm), writeable=False,
+                        )
                     d = dst[a - r0 : b - r0, c0:c1]
                     wv = wrep[i * kw + j]
-                    if contiguous_w:
+                    if tiled:
                         xv = xv.reshape(b - a, (c1 - c0) * g)
                         d = d.reshape(b - a, (c1 - c0) * g)
                         wv = wv[: (c1 - c0) * g]
@@ -863,7 +886,7 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
                         full = True
                         continue
                     t = tmp[: b - a, : c1 - c0]
-                    if contiguous_w:
+                    if tiled:
                         t = t.reshape(b - a, (c1 - c0) * g)
                     np.multiply(xv, wv, out=t)
                     d += t
