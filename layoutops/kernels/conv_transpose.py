@@ -9,6 +9,11 @@ once at its final size and nothing outside it is ever computed into: no zero-ins
 no uncropped intermediate. Neighbouring input tiles write overlapping output regions; the
 tiles run one after the other and accumulate.
 
+For one group and a channels-last output whose innermost spatial axis has stride 1, or
+dilation 1 and a stride dividing its kernel size, `_scatter_rows` groups ``s`` consecutive taps
+of that axis per GEMM so that each GEMM's rows add into whole output rows as contiguous runs
+(see ``docs/transposed.md``).
+
 The geometry is a `Geometry` whose ``pads`` are *crops* ``(begin, end)`` of the full
 (uncropped) transposed-conv output — an ``end`` below 0 means positions appended at the end,
 which no tap reaches (they keep only the bias). ``out_sizes`` are the final sizes.

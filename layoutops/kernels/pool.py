@@ -1,18 +1,21 @@
-"""Pooling kernels: running reductions over kernel offsets, tile by tile, in any layout.
+"""Pooling kernels: separable reductions over kernel offsets, tile by tile, in any layout.
 
-Every windowed pool here is a loop over the kernel offsets in window order (row-major over
-the spatial axes, in the layout's spatial order). For one offset, the outputs whose tap lies
-inside the input form a box (a contiguous range of outputs per axis), and the taps they read
-are one strided slice of the input: the reduction is one ufunc call per offset on the
-output tile (``np.maximum``, ``np.add`` or a masked copy for arg-max). Padding is therefore
+Max, average and Lp pooling (without indices) reduce a tile one spatial axis at a time
+(`_separable`), the axis with the largest memory stride first: a pass reduces the in-bounds
+input block along one axis with one ufunc call per kernel offset (``np.maximum`` or
+``np.add`` on strided views) into a smaller intermediate, the last pass writes the output
+tile -- ``sum(k)`` passes instead of ``prod(k)``, the first ones over long contiguous rows.
+For one offset, the outputs whose tap lies inside the input form a range, so padding is
 never materialised and never value-filled: a padded cell simply takes no part, which is what
 max pooling needs (a uint8 0 must not lose to a padding cell) and what the averages need
 (padding adds 0; the divisor is computed per axis as the outer product of 1-D tap counts).
+Max pooling with indices keeps the running form over every offset in window order (the
+first-maximum rule is not separable).
 
 The output is split into tiles with `split_tiles` (outermost array axis first, in the
-layout's own axis order), so temporaries stay within the workspace limit and the running
-output tile stays small enough to be reused from cache. No kernel transposes its input: the
-layout is only a list of axis positions.
+layout's own axis order), at most `CACHE_TILE_BYTES` of output and intermediates, so the
+passes reuse them from cache. No kernel transposes its input: the layout is only a list of
+axis positions.
 
 Kernels receive validated plain values (arrays, axis positions, a `Geometry`); the argument
 checks live in ``layoutops.ops.pool``.
