@@ -49,10 +49,9 @@ Strategies (``algorithm=``):
     (runs of ``C`` contiguous values) instead of computing every column and dropping half.
 ``"auto"``
     Depthwise (one input channel per group) -> ``direct`` (``im2col`` for a strided
-    channels-first depthwise conv); a channels-first dense stride-1 conv with many channels
-    and large planes -> ``per_tap`` (see `choose_algorithm`); otherwise ``im2col``, which was
-    the fastest of the three on the other GEMM-bound shapes of BENCH.md on the 2-core test
-    machine (1 thread, interleaved runs).
+    channels-first depthwise conv); otherwise ``im2col``, which was the fastest or as fast
+    as the others on every GEMM-bound shape of BENCH.md on the 2-core test machine (1 and
+    2 threads, interleaved runs), and the most robust when another process shares the cores.
 
 Threads: the GEMMs use BLAS's threads; the channels-last direct strategy splits its rows
 over a small pool of as many threads as the process may run on (``os.sched_getaffinity``, at
@@ -99,12 +98,10 @@ def choose_algorithm(
 
     Depthwise (one input channel per group) -> ``direct``, except a channels-first output
     with a stride above 1 (its strided planes lose the long contiguous runs: ``im2col``
-    measured twice as fast there). A channels-first output of a dense (one group), stride-1,
-    undilated 2-D/3-D conv with at least 64 input channels and large planes (2048 output
-    pixels or more) -> ``per_tap``: each offset is one flat GEMM on the input's memory, with no
-    column copy (resnet 3x3 of BENCH.md, 1 thread: 10% faster than ``im2col`` in three
-    interleaved runs; the late 3x3 with 7x7 planes, the dilated and the 1-D cases were faster
-    with ``im2col``). Everything else -> ``im2col``.
+    measured twice as fast there); everything else -> ``im2col``. (``per_tap`` on the
+    channels-first resnet 3x3 layer of BENCH.md measured 5-10% faster at 1 thread, equal at
+    2 threads, and 2-5x slower at 2 threads when the other core was busy: its nine GEMMs per
+    tile each wait for BLAS's slowest thread; so ``auto`` keeps the one GEMM of ``im2col``.)
     """
     if algorithm != "auto":
         return algorithm
@@ -112,16 +109,6 @@ def choose_algorithm(
         if channels_first_out and any(s > 1 for s in geometry.strides):
             return "im2col"
         return "direct"
-    if (
-        channels_first_out
-        and groups == 1
-        and c_per_group >= 64
-        and geometry.n_spatial >= 2
-        and all(s == 1 for s in geometry.strides)
-        and all(d == 1 for d in geometry.dilations)
-        and math.prod(geometry.out_sizes) >= 2048
-    ):
-        return "per_tap"
     return "im2col"
 
 
