@@ -92,7 +92,6 @@ def choose_algorithm(
     o_per_group: int,
     geometry: Geometry,
     channels_first_out: bool = True,
-    groups: int = 1,
 ) -> str:
     """The strategy ``"auto"`` resolves to (other names are returned unchanged).
 
@@ -166,7 +165,7 @@ def conv_forward(
             out += bias.reshape(shape).astype(dtype)
         return out
     form = "A" if _channels_first(out_letters) else "B"
-    algorithm = choose_algorithm(algorithm, c_per, o_per, geometry, form == "A", groups)
+    algorithm = choose_algorithm(algorithm, c_per, o_per, geometry, form == "A")
     if (
         algorithm == "direct"
         and form == "B"
