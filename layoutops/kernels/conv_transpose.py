@@ -127,6 +127,11 @@ def conv_transpose_scatter(
     if _rows_applicable(x_grouped, x_letters, out_grouped, out_letters, spatial, geometry):
         return _scatter_rows(x_grouped, x_letters, w_grouped, w_letters, out_grouped,
                              out_letters, spatial, geometry, limit)
+    if (x_grouped.shape[x_letters.index("G")] == 1
+            and out_letters.replace("G", "") == "NO" + spatial
+            and _phase_planes(x_grouped, x_letters, w_grouped, w_letters, out_grouped,
+                              out_letters, spatial, geometry, limit)):
+        return out_grouped
     n_axis = x_letters.index("N")
     g_axis_x = x_letters.index("G")
     x_axes = tuple(x_letters.index(c) for c in spatial)
@@ -322,6 +327,105 @@ def _rows_tile(x, tile, w, out, buf, geometry, c_in, cdtype, run, row_len, n_blo
             dst = out[tuple(dst_index)]
             np.add(dst, src_rows[tuple(src_index)], out=dst)
     return buf
+
+
+#: bytes of one batch tile of `_phase_planes` (padded input, one phase's GEMM output, its
+#: phase plane): small enough to stay in cache between the GEMM and the additions
+PHASE_TILE_BYTES = 2 << 20
+
+
+def _phase_planes(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_letters,
+                  spatial, geometry: Geometry, limit) -> bool:
+    """The channels-first transposed convolution (one group) by output phases on padded
+    planes. Returns False (nothing done) when one image does not fit the workspace limit.
+
+    Tap ``t`` of an axis lands at ``o = i*s + t*d - crop = (i + q)*s + r``: on the output
+    *phase* ``r`` (every ``s``-th cell from ``r``), shifted by ``q`` cells of that phase. Per
+    phase, one GEMM ``W_phase (taps * C_out, C_in) @ x_pad (C_in, N * plane)`` over a zero-padded
+    copy of the input tile (each axis widened by the spread of ``q``) gives each tap's
+    contributions on the padded plane, so every tap adds into the phase plane as ONE
+    contiguous flat run shifted by its ``q`` (what a shift carries across a row boundary
+    comes from the zero margin); the phase plane is then added into its strided view of the
+    output once. The strided writes (``stride`` elements apart along the innermost axis) are
+    one per output cell instead of one per tap.
+    """
+    n_sp = len(spatial)
+    x = x_grouped[(slice(None),) * x_letters.index("G") + (0,)]
+    x_l = x_letters.replace("G", "")
+    x = x.transpose([x_l.index(c) for c in "CN" + spatial])  # (C_in, N, in...)
+    w = w_grouped[(slice(None),) * w_letters.index("G") + (0,)]
+    w_l = w_letters.replace("G", "")
+    w = w.transpose([w_l.index(c) for c in spatial + "OI"])  # (k..., O, I)
+    out = out_grouped[(slice(None),) * out_letters.index("G") + (0,)]  # (N, O, out...)
+    c_in, c_out = w.shape[-1], w.shape[-2]
+    cdtype = out.dtype
+    item = cdtype.itemsize
+    per_axis = []  # per axis: per tap (phase r, shift q)
+    widths, q_mins = [], []
+    for i in range(n_sp):
+        s, d, crop = geometry.strides[i], geometry.dilations[i], geometry.pads[i][0]
+        taps = [((t * d - crop) % s, (t * d - crop) // s) for t in range(geometry.kernel_sizes[i])]
+        q_lo, q_hi = min(q for _, q in taps), max(q for _, q in taps)
+        per_axis.append(taps)
+        widths.append(geometry.in_sizes[i] + q_hi - q_lo)
+        q_mins.append(q_lo)
+    pstrides = []
+    acc = 1
+    for width in reversed(widths):
+        pstrides.append(acc)
+        acc *= width
+    pstrides.reverse()
+    plane = acc
+    phases: dict[tuple, list] = {}
+    for taps in itertools.product(*[list(enumerate(a)) for a in per_axis]):
+        r = tuple(rq[0] for _, rq in taps)
+        shift = sum((rq[1] - q_mins[i]) * pstrides[i] for i, (_, rq) in enumerate(taps))
+        phases.setdefault(r, []).append((tuple(t for t, _ in taps), shift))
+    for taps in phases.values():
+        taps.sort(key=lambda tap: tap[1])
+    most = max(len(v) for v in phases.values())
+
+    def cost(tile):
+        return item * tile[0] * plane * (c_in + (most + 1) * c_out)
+
+    limit = get_workspace_limit() if limit is None else limit
+    if cost((1,)) > limit:
+        return False
+    weights = {r: np.concatenate([w[t] for t, _ in taps]).astype(cdtype, copy=False)
+               for r, taps in phases.items()}  # (taps * O, I)
+    inner = tuple(slice(0, n) for n in geometry.in_sizes)
+    for (tile,) in split_tiles((out.shape[0],), cost, min(limit, PHASE_TILE_BYTES)):
+        n_t = tile.stop - tile.start
+        xp = np.zeros((c_in, n_t, *widths), cdtype)
+        xp[(slice(None), slice(None)) + inner] = x[:, tile]
+        x2 = xp.reshape(c_in, n_t * plane)
+        flat = n_t * plane
+        for r, taps in phases.items():
+            cols = np.matmul(weights[r], x2).reshape(len(taps), c_out, flat)
+            if taps[0][1] == 0:  # an unshifted tap (sorted first) is the plane to add into
+                acc_plane, rest = cols[0], range(1, len(taps))
+            else:
+                acc_plane, rest = np.zeros((c_out, flat), cdtype), range(len(taps))
+            for j in rest:
+                shift = taps[j][1]
+                dst = acc_plane[:, shift:]
+                np.add(dst, cols[j, :, : flat - shift], out=dst)
+            src_index = [slice(None), slice(None)]
+            dst_index = [tile, slice(None)]
+            for i in range(n_sp):
+                s = geometry.strides[i]
+                q_end = (geometry.out_sizes[i] - r[i] + s - 1) // s  # phase cells in the output
+                qa, qb = max(0, q_mins[i]), min(q_end, q_mins[i] + widths[i])
+                if qa >= qb:
+                    break
+                src_index.append(slice(qa - q_mins[i], qb - q_mins[i]))
+                dst_index.append(slice(qa * s + r[i], (qb - 1) * s + r[i] + 1, s))
+            else:
+                src = acc_plane.reshape(c_out, n_t, *widths)[tuple(src_index)]
+                dst = out[tuple(dst_index)]
+                np.add(dst, np.moveaxis(src, 0, 1), out=dst)
+            del cols, acc_plane
+    return True
 
 
 class _GroupGemm:
