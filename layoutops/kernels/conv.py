@@ -798,34 +798,49 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
     # its offset falls on (one strided copy of the input instead of strided multiply-adds)
     phased = sw > 1 and x.strides[2] == g * itm
     tiled = contiguous_w or phased
-    # per tap: the output columns [c0, c1) whose input column exists, and its first column
+    # per tap: the output columns [c0, c1) whose input column exists
     cols = []
     for j in range(kw):
         off = j * dw - pw
         c0 = -(off // sw) if off < 0 else 0
         c1 = min(wo, (wi - 1 - off) // sw + 1) if wi - 1 - off >= 0 else 0
-        cols.append((c0, max(c0, c1), c0 * sw + off))
-    wrep = [np.tile(w[i, j], wo) if tiled else w[i, j] for i in range(kh) for j in range(kw)]
+        cols.append((c0, max(c0, c1)))
+    # chunks of rows and columns of about _DIRECT_ROWS_CHUNK values (long rows are split, so
+    # the scratch stays small whatever the width)
+    colstep = min(wo, max(1, _DIRECT_ROWS_CHUNK // g))
+    per = max(1, _DIRECT_ROWS_CHUNK // (colstep * g))
+    wrep = [
+        np.tile(w[i, j], colstep) if tiled else w[i, j] for i in range(kh) for j in range(kw)
+    ]
     bias_c = None if bias is None else bias.astype(cdtype)
-    per = max(1, _DIRECT_ROWS_CHUNK // max(wo * g, 1))
-    chunks = [(ni, r0) for ni in range(n) for r0 in range(0, ho, per)]
-    xs0, xs1, xs2 = x.strides[:3]
-
+    chunks = [
+        (ni, r0, q0) for ni in range(n) for r0 in range(0, ho, per) for q0 in range(0, wo, colstep)
+    ]
+    xs1, xs2 = x.strides[1:3]
     lens = [(wi - p + sw - 1) // sw for p in range(sw)]  # columns of each phase
+    qmin = min((j * dw - pw) // sw for j in range(kw))
+    qmax = max((j * dw - pw) // sw for j in range(kw))
 
     def rows_chunk(part):
-        tmp = np.empty((per, wo, g), dtype=cdtype)
+        tmp = np.empty((per, colstep, g), dtype=cdtype)
         if phased:
-            bufs = np.empty((sw, per * sh + (kh - 1) * dh + 1, lens[0], g), dtype=cdtype)
-        for ni, r0 in part:
-            r1 = min(ho, r0 + per)
-            dst = o3[ni, r0:r1]
+            bufs = np.empty(
+                (sw, per * sh + (kh - 1) * dh + 1, colstep + qmax - qmin, g), dtype=cdtype
+            )
+        for ni, r0, q0 in part:
+            r1, q1 = min(ho, r0 + per), min(wo, q0 + colstep)
+            dst = o3[ni, r0:r1, q0:q1]
             if phased:
+                # phase p holds the input columns p + k * sw, k in [pbase, pbase + width)
                 lo_in = max(0, r0 * sh - ph)
                 hi_in = min(hi, (r1 - 1) * sh + (kh - 1) * dh - ph + 1)
+                pbase = max(0, q0 + qmin)
                 for p_, len_p in enumerate(lens):
-                    if hi_in > lo_in and len_p:
-                        bufs[p_, : hi_in - lo_in, :len_p] = x[ni, lo_in:hi_in, p_::sw]
+                    width = min(len_p, q1 + qmax) - pbase
+                    if hi_in > lo_in and width > 0:
+                        first_col = p_ + pbase * sw
+                        src = x[ni, lo_in:hi_in, first_col : first_col + (width - 1) * sw + 1 : sw]
+                        bufs[p_, : hi_in - lo_in, :width] = src
             full = False
             terms = []
             for i in range(kh):
@@ -836,46 +851,43 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
                 if b <= a:
                     continue
                 for j in range(kw):
-                    c0, c1, src_c = cols[j]
+                    c0, c1 = max(cols[j][0], q0), min(cols[j][1], q1)
                     if c1 > c0:
-                        cover = (a, b, c0, c1) == (r0, r1, 0, wo)
-                        terms.append((not cover, i, j, a, b, off_r))
-            terms.sort()  # a term covering the whole chunk first: it initializes the rows
-            for _, i, j, a, b, off_r in terms:
-                if True:
-                    c0, c1, src_c = cols[j]
-                    first = not full
-                    if first and (a, b, c0, c1) != (r0, r1, 0, wo):
-                        dst[...] = 0
-                        full = True
-                        first = False
-                    if phased:
-                        off = j * dw - pw
-                        buf = bufs[off % sw]
-                        xv = np.lib.stride_tricks.as_strided(
-                            buf[a * sh + off_r - lo_in, c0 + off // sw], (b - a, c1 - c0, g),
-                            (buf.strides[0] * sh, g * itm, itm), writeable=False,
-                        )
-                    else:
-                        xv = np.lib.stride_tricks.as_strided(
-                            x[ni, a * sh + off_r, src_c], (b - a, c1 - c0, g),
-                            (xs1 * sh, xs2 * sw, itm), writeable=False,
-                        )
-                    d = dst[a - r0 : b - r0, c0:c1]
-                    wv = wrep[i * kw + j]
-                    if tiled:
-                        xv = xv.reshape(b - a, (c1 - c0) * g)
-                        d = d.reshape(b - a, (c1 - c0) * g)
-                        wv = wv[: (c1 - c0) * g]
-                    if first:
-                        np.multiply(xv, wv, out=d)
-                        full = True
-                        continue
-                    t = tmp[: b - a, : c1 - c0]
-                    if tiled:
-                        t = t.reshape(b - a, (c1 - c0) * g)
-                    np.multiply(xv, wv, out=t)
-                    d += t
+                        cover = (a, b, c0, c1) == (r0, r1, q0, q1)
+                        terms.append((not cover, i, j, a, b, c0, c1, off_r))
+            terms.sort()  # a term covering the whole chunk first: it initializes the chunk
+            for _, i, j, a, b, c0, c1, off_r in terms:
+                first = not full
+                if first and (a, b, c0, c1) != (r0, r1, q0, q1):
+                    dst[...] = 0
+                    full = True
+                    first = False
+                off = j * dw - pw
+                if phased:
+                    buf = bufs[off % sw]
+                    xv = np.lib.stride_tricks.as_strided(
+                        buf[a * sh + off_r - lo_in, c0 + off // sw - pbase], (b - a, c1 - c0, g),
+                        (buf.strides[0] * sh, g * itm, itm), writeable=False,
+                    )
+                else:
+                    xv = np.lib.stride_tricks.as_strided(
+                        x[ni, a * sh + off_r, c0 * sw + off], (b - a, c1 - c0, g),
+                        (xs1 * sh, xs2 * sw, itm), writeable=False,
+                    )
+                d = dst[a - r0 : b - r0, c0 - q0 : c1 - q0]
+                wv = wrep[i * kw + j]
+                t = tmp[: b - a, : c1 - c0]
+                if tiled:
+                    xv = xv.reshape(b - a, (c1 - c0) * g)
+                    d = d.reshape(b - a, (c1 - c0) * g)
+                    t = t.reshape(b - a, (c1 - c0) * g)
+                    wv = wv[: (c1 - c0) * g]
+                if first:
+                    np.multiply(xv, wv, out=d)
+                    full = True
+                    continue
+                np.multiply(xv, wv, out=t)
+                d += t
             if not full:
                 dst[...] = 0
             if bias_c is not None:
