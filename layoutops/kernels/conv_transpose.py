@@ -12,7 +12,9 @@ tiles run one after the other and accumulate.
 For one group and a channels-last output whose innermost spatial axis has stride 1, or
 dilation 1 and a stride dividing its kernel size, `_scatter_rows` groups ``s`` consecutive taps
 of that axis per GEMM so that each GEMM's rows add into whole output rows as contiguous runs
-(see ``docs/transposed.md``).
+(see ``docs/transposed.md``). For one group and a channels-first output, `_phase_planes`
+computes each output phase (every ``s``-th cell) on zero-padded planes, where every tap adds
+as one contiguous shifted run, and adds each phase into its strided output view once.
 
 The geometry is a `Geometry` whose ``pads`` are *crops* ``(begin, end)`` of the full
 (uncropped) transposed-conv output — an ``end`` below 0 means positions appended at the end,
