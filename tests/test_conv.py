@@ -391,6 +391,41 @@ def test_workspace_tiling_1d_long_axis():
         np.testing.assert_allclose(tiled, full, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 2**17])
+@pytest.mark.parametrize(
+    "in_sizes,kernel,stride,dilation,pads",
+    [
+        ((7, 9), (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1))),
+        ((8, 9), (3, 3), (2, 2), (1, 1), ((1, 1), (1, 1))),
+        ((6, 11), (2, 4), (1, 3), (2, 1), ((0, 2), (3, 1))),
+        ((5, 10), (3, 5), (3, 2), (1, 2), ((2, 0), (4, 4))),
+        ((12,), (5,), (2,), (1,), ((2, 2),)),
+    ],
+)
+def test_depthwise_channels_last_rows_and_phases(monkeypatch, chunk, in_sizes, kernel, stride,
+                                                 dilation, pads):
+    # the channels-last depthwise path (virtual padding, stride phases, row and column
+    # chunks down to one pixel) against the plain-loop reference
+    from layoutops.kernels import conv as kconv
+
+    monkeypatch.setattr(kconv, "_DIRECT_ROWS_CHUNK", chunk)
+    rng = np.random.default_rng(11)
+    c = 5
+    k = len(in_sizes)
+    x = rng.standard_normal((2, c, *in_sizes))
+    w = rng.standard_normal((c, 1, *kernel))
+    b = rng.standard_normal(c)
+    ref = conv_ref(x, w, b, strides=stride, pads=pads, dilations=dilation, groups=c,
+                   mode="zeros")
+    canon = CANON[k]
+    padding = [p for pair in pads for p in pair]
+    got = lo.conv(act_to(x, "NC" + canon, "N" + canon + "C"), w, b, stride=stride,
+                  dilation=dilation, padding=padding, groups=c, layout="N" + canon + "C",
+                  kernel_layout="OI" + canon, algorithm="direct")
+    np.testing.assert_allclose(act_from(got, "N" + canon + "C", "NC" + canon), ref,
+                               rtol=1e-10, atol=1e-10)
+
+
 # -- depthwise_conv2d ---------------------------------------------------------------------------
 
 
