@@ -242,10 +242,10 @@ def _scatter_rows(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
     at the crops). Per tile of the input (in cache), so the GEMM output is read back hot.
     """
     n_sp = len(spatial)
-    x = np.take(x_grouped, 0, axis=x_letters.index("G"))
+    x = x_grouped[(slice(None),) * x_letters.index("G") + (0,)]  # a view, never a copy
     x_l = x_letters.replace("G", "")
     x = x.transpose([x_l.index(c) for c in "N" + spatial + "C"])
-    w = np.take(w_grouped, 0, axis=w_letters.index("G"))
+    w = w_grouped[(slice(None),) * w_letters.index("G") + (0,)]
     w_l = w_letters.replace("G", "")
     w = w.transpose([w_l.index(c) for c in spatial + "IO"])  # (k..., I, O)
     c_in, c_out = w.shape[-2], w.shape[-1]
