@@ -31,15 +31,6 @@ OPS = {
     "col2im": "Col2Im",
 }
 
-# exports not run: 32^3 inputs through ONNX's Python-loop reference cost 1.5-2 s each, and
-# their geometry (3-D, kernel 2, stride 1) is covered by the other 3-D cases and the grid
-SKIP_EXPORTS = {
-    "export_maxpool_3d_default": "slow 32^3 reference export",
-    "export_averagepool_3d_default": "slow 32^3 reference export",
-    "export_lppool_3d_default": "slow 32^3 reference export",
-}
-# cases whose expected output encodes a semantics SPEC rejects
-SKIP = {}
 # expected values written by hand with 4 digits
 RTOL = {"test_averagepool_2d_ceil_last_window_starts_on_pad": 1e-3}
 
@@ -69,7 +60,7 @@ def _cases(module: str):
     mod.expect = record
     cls = getattr(mod, OPS[module])
     for key in sorted(vars(cls)):
-        if key.startswith("export") and key not in SKIP_EXPORTS:
+        if key.startswith("export"):
             np.random.seed(0)  # noqa: NPY002 (the exports draw from the legacy global state)
             getattr(cls, key)()
     return found
@@ -79,10 +70,7 @@ def _all_cases():
     params = []
     for module in OPS:
         for case in _cases(module):
-            marks = [pytest.mark.skip(reason=SKIP[case[0]])] if case[0] in SKIP else []
-            params.append(pytest.param(case, id=case[0], marks=marks))
-    for name, reason in SKIP_EXPORTS.items():
-        params.append(pytest.param(None, id=name, marks=pytest.mark.skip(reason=reason)))
+            params.append(pytest.param(case, id=case[0]))
     return params
 
 
