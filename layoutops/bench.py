@@ -453,6 +453,11 @@ def _ort_call(ort, case: Case, x_cf, w_t, threads: int):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # onnxruntime's intra-op threads spin after each run by default; interleaved with the other
+    # contestants that spin steals the cores from whoever runs next (measured: our resnet 3x3
+    # went from 40 to 76 ms, and so did the GEMM reference). Sleep-waiting threads keep each
+    # sample about the contestant it names.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(_ort_model(case, w_t), opts, providers=["CPUExecutionProvider"])
     feed = {"x": x_cf}
 
