@@ -57,23 +57,32 @@ Strategies (``algorithm=``):
     as the others on every GEMM-bound shape of BENCH.md on the 2-core test machine (1 and
     2 threads, interleaved runs), and the most robust when another process shares the cores.
 
-Threads: the GEMMs use BLAS's threads; the channels-last direct strategy splits its rows
-over a small pool of as many threads as the process may run on (``os.sched_getaffinity``, at
-most 8: a process pinned to one core does not time-slice two threads). Channels-first planes
-stay on one thread: two threads on planes that share the L2 cache measured slower.
+Threads: the GEMMs use BLAS's threads; the memory-bound NumPy parts run on the small
+per-process pool of `layoutops.kernels.threads` (as many threads as the process may run on,
+at most 8; ``LAYOUTOPS_NUM_THREADS`` or ``threads.set_num_threads`` sets it): the im2col
+column copies and the copy of a grouped result into the output are split in halves along
+their outer axis (grouped case of BENCH.md, channels-last, 2 threads: 9.1 -> 6.8 ms;
+a column copy of 14 MiB 4.2 -> 2.4 ms), and the channels-last direct strategy splits its
+rows. Each element is written by one thread: results do not depend on the thread count.
+Channels-first depthwise planes stay on one thread: two threads on planes that share the
+L2 cache measured slower.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
+from .threads import _CORES as _THREADS  # noqa: F401  (the pool's default size, for tests)
+from .threads import (
+    _POOL,  # noqa: F401  (the per-process pool, for tests)
+    parallel_copy,
+)
+from .threads import parallel as _parallel
 from .window import padded_block, window_view
 
 __all__ = ["ALGORITHMS", "PADDING_MODES", "conv_forward", "choose_algorithm"]
@@ -338,17 +347,17 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
             cols = np.empty((g, c, *geometry.kernel_sizes, n, *pix), dtype=cdtype)
             perm = (1, 2, *range(3 + k, 3 + 2 * k), 0, *range(3, 3 + k))
             if not _copy_rows_a(block, geometry, cols, perm):
-                cols[...] = win.transpose(perm)
+                parallel_copy(cols, win.transpose(perm))
             res = np.matmul(wmat, cols.reshape(g, wmat.shape[2], n * npix))
             res = res.reshape(g, o, n, *pix).transpose(2, 0, 1, *range(3, 3 + k))
             if tgt is None:
-                return np.ascontiguousarray(res)
-            tgt[...] = res
+                tgt = np.empty(res.shape, dtype=cdtype)
+            parallel_copy(tgt, res)
             return tgt
         cols = np.empty((n, g, c, *geometry.kernel_sizes, *pix), dtype=cdtype)
         perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
         if not _copy_rows_a(block, geometry, cols, perm):
-            cols[...] = win.transpose(perm)
+            parallel_copy(cols, win.transpose(perm))
         cols = cols.reshape(n, g, wmat.shape[2], npix)
         return _matmul_into(wmat, cols, tgt, (n, g, o, npix), pix)
     g, c = block.shape[-2:]
@@ -370,19 +379,20 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
                 geometry.strides, geometry.dilations,
             )  # (n, *P, G, *K)
             colsv = cols.view(item)[..., 0]
-            colsv[...] = winv.transpose(1 + k, 0, *range(1, 1 + k), *range(2 + k, 2 + 2 * k))
+            perm = (1 + k, 0, *range(1, 1 + k), *range(2 + k, 2 + 2 * k))
+            parallel_copy(colsv, winv.transpose(perm))
         else:
             perm = (1 + k, 0, *range(1, 1 + k), *range(3 + k, 3 + 2 * k), 2 + k)
-            cols[...] = win.transpose(perm)
+            parallel_copy(cols, win.transpose(perm))
         res = np.matmul(cols.reshape(g, npix, wmat.shape[1]), wmat)  # (G, nP, O)
         res = res.reshape(g, n, *pix, o).transpose(*range(1, 2 + k), 0, 2 + k)
         if tgt is None:
-            return np.ascontiguousarray(res)
-        tgt[...] = res
+            tgt = np.empty(res.shape, dtype=cdtype)
+        parallel_copy(tgt, res)
         return tgt
     cols = np.empty((n, *pix, g, *geometry.kernel_sizes, c), dtype=cdtype)
     perm = (0, *range(1, 1 + k), 1 + k, *range(3 + k, 3 + 2 * k), 2 + k)
-    cols[...] = win.transpose(perm)
+    parallel_copy(cols, win.transpose(perm))
     cols = cols.reshape(npix, g, wmat.shape[1]).transpose(1, 0, 2)  # (G, nP, Kc)
     return _matmul_b(cols, wmat, tgt, (n, *pix, g, o), cdtype)
 
@@ -426,7 +436,7 @@ def _copy_rows_a(block, geometry, cols, perm) -> bool:
         rows, tuple(full_shape[ax] for ax in keep), tuple(full_strides[ax] for ax in keep),
         writeable=False,
     )
-    cols.view(item)[..., 0][...] = src
+    parallel_copy(cols.view(item)[..., 0], src)
     return True
 
 
@@ -960,34 +970,6 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
 
     _parallel(rows_chunk, chunks)
     return True
-
-
-def _parallel(fn, items: list) -> None:
-    """``fn(part)`` on contiguous parts of ``items``, one per thread (NumPy's ufuncs release
-    the GIL, so elementwise work uses every core, as BLAS does for the GEMMs)."""
-    threads = min(_THREADS, len(items))
-    if threads <= 1:
-        fn(items)
-        return
-    size = -(-len(items) // threads)
-    parts = [items[i : i + size] for i in range(0, len(items), size)]
-    for future in [_pool().submit(fn, part) for part in parts]:
-        future.result()
-
-
-_THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                       else os.cpu_count() or 1, 8))
-_POOL: dict = {}
-
-
-def _pool() -> ThreadPoolExecutor:
-    """The thread pool of this process (a forked child gets its own: the parent's threads do
-    not exist there)."""
-    pid = os.getpid()
-    if pid not in _POOL:
-        _POOL.clear()
-        _POOL[pid] = ThreadPoolExecutor(_THREADS, thread_name_prefix="layoutops-conv")
-    return _POOL[pid]
 
 
 def _accumulate(xs, wk, form, dst, tmp):

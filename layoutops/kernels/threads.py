@@ -1,0 +1,151 @@
+"""The small thread pool the kernels split their memory-bound NumPy work over.
+
+NumPy's ufuncs and copies (``np.copyto``, ``a[...] = b``) release the GIL but run on one
+thread; BLAS threads only the GEMMs. The kernels therefore split the elementwise passes of
+pooling and the column copies of ``im2col`` into disjoint parts, one per thread: every output
+element is still computed by one thread with the same operations in the same order, so the
+results do not depend on the thread count.
+
+Thread count: ``LAYOUTOPS_NUM_THREADS`` (environment, read on every call) or
+`set_num_threads`, else as many cores as the process may run on (``os.sched_getaffinity``:
+a process pinned to one core does not time-slice two threads), at most 8. The pool is per
+process (a forked child builds its own: the parent's threads do not exist there).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["get_num_threads", "set_num_threads", "parallel", "parallel_copy"]
+
+_MAX_THREADS = 8
+_OVERRIDE: list[int | None] = [None]
+_POOL: dict = {}
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+_CORES = max(1, min(_cores(), _MAX_THREADS))
+
+
+def get_num_threads() -> int:
+    """The number of threads the kernels split elementwise work over.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.threads import get_num_threads
+    >>> get_num_threads() >= 1
+    True
+    """
+    if _OVERRIDE[0] is not None:
+        return _OVERRIDE[0]
+    env = os.environ.get("LAYOUTOPS_NUM_THREADS")
+    if env:
+        try:
+            return max(1, min(int(env), _MAX_THREADS))
+        except ValueError:
+            pass
+    return _CORES
+
+
+def set_num_threads(n: int | None) -> int | None:
+    """Set the thread count (``None``: back to the environment / core count); returns the
+    previous setting.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.threads import get_num_threads, set_num_threads
+    >>> old = set_num_threads(1)
+    >>> get_num_threads()
+    1
+    >>> _ = set_num_threads(old)
+    """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"thread count must be an int >= 1 or None, got {n!r}")
+    previous = _OVERRIDE[0]
+    _OVERRIDE[0] = None if n is None else min(n, _MAX_THREADS)
+    return previous
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The thread pool of this process (a forked child gets its own)."""
+    pid = os.getpid()
+    if pid not in _POOL:
+        _POOL.clear()
+        _POOL[pid] = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="layoutops")
+    return _POOL[pid]
+
+
+def parallel(fn: Callable[[Sequence], object], items: Sequence, threads: int | None = None):
+    """``fn(part)`` on contiguous parts of ``items``, one per thread (the calling thread runs
+    the first part). Exceptions propagate.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.threads import parallel
+    >>> seen = []
+    >>> parallel(seen.extend, list(range(5)))
+    >>> sorted(seen)
+    [0, 1, 2, 3, 4]
+    """
+    threads = min(get_num_threads() if threads is None else threads, len(items))
+    if threads <= 1:
+        fn(items)
+        return
+    size = -(-len(items) // threads)
+    parts = [items[i : i + size] for i in range(0, len(items), size)]
+    futures = [_pool().submit(fn, part) for part in parts[1:]]
+    try:
+        fn(parts[0])
+    finally:
+        for future in futures:
+            future.result()
+
+
+#: copies below this many bytes stay on the calling thread (the hand-off costs ~20-50 us)
+MIN_PARALLEL_BYTES = 1 << 18
+
+
+def parallel_copy(dst: np.ndarray, src) -> None:
+    """``dst[...] = src`` split along the first axis of ``dst`` longer than 1 (``src``
+    broadcasts to ``dst``'s shape), over the threads when the copy is large enough.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.threads import parallel_copy
+    >>> a = np.zeros((4, 3))
+    >>> parallel_copy(a, np.arange(12.0).reshape(3, 4).T)
+    >>> int(a.sum())
+    66
+    """
+    threads = get_num_threads()
+    if threads <= 1 or dst.nbytes < MIN_PARALLEL_BYTES:
+        dst[...] = src
+        return
+    src = np.broadcast_to(src, dst.shape)
+    # the first axis long enough to split evenly, else the longest
+    axis = next((a for a, n in enumerate(dst.shape) if n >= 4 * threads), None)
+    if axis is None:
+        axis = int(np.argmax(dst.shape))
+    if dst.shape[axis] < 2:
+        dst[...] = src
+        return
+    n = dst.shape[axis]
+    threads = min(threads, n)
+    bounds = [n * i // threads for i in range(threads + 1)]
+    lead = (slice(None),) * axis
+
+    def part(ranges):
+        for lo, hi in ranges:
+            dst[lead + (slice(lo, hi),)] = src[lead + (slice(lo, hi),)]
+
+    parallel(part, list(zip(bounds[:-1], bounds[1:], strict=True)), threads)
