@@ -32,6 +32,7 @@ import numpy as np
 
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
+from .threads import get_num_threads, parallel
 
 __all__ = [
     "pool_output_shape",
@@ -68,8 +69,26 @@ def _ufunc_buffer(size: int):
         np.setbufsize(old)
 
 
-def _tile_limit() -> int:
-    return min(get_workspace_limit(), CACHE_TILE_BYTES)
+def _tile_limit(threads: int = 1) -> int:
+    """Bytes of temporaries one tile may hold: ``threads`` tiles are in flight at once."""
+    return min(get_workspace_limit() // threads, CACHE_TILE_BYTES)
+
+
+def _run_tiles(work, shape, cost) -> None:
+    """``work(tile)`` for the tiles of ``shape`` under the workspace limit, the tiles split
+    in contiguous runs over the threads (each output element is computed by one thread, in
+    the same order whatever the thread count; the tiles in flight share the limit)."""
+    threads = get_num_threads()
+    tiles = list(split_tiles(shape, cost, _tile_limit(threads)))
+    if len(tiles) < 2 * threads:
+        threads = 1
+
+    def run(part):
+        with _ufunc_buffer(UFUNC_BUFFER):  # a per-thread (context) setting
+            for tile in part:
+                work(tile)
+
+    parallel(run, tiles, threads)
 
 
 def pool_output_shape(shape, axes, out_sizes) -> tuple[int, ...]:
@@ -269,10 +288,11 @@ def max_pool(
             return (math.prod(t) + _separable_elems(geom, axes, t, order)) * x.dtype.itemsize
 
     if not return_indices:
-        with _ufunc_buffer(UFUNC_BUFFER):
-            for tile in split_tiles(out.shape, cost, _tile_limit()):
-                if out[tile].size:
-                    _separable(out[tile], x, tile, axes, geom, order, np.maximum, init)
+        def work(tile):
+            if out[tile].size:
+                _separable(out[tile], x, tile, axes, geom, order, np.maximum, init)
+
+        _run_tiles(work, out.shape, cost)
         return out
     for tile in split_tiles(out.shape, cost, _tile_limit()):
         o_t = out[tile]
@@ -489,18 +509,17 @@ def _sum_pool(x, axes, geom, dtype, compute_dtype, transform, finish):
             return n * csize
         return (n + math.prod(t) + _block_elems(geom, axes, t)) * csize
 
-    with _ufunc_buffer(UFUNC_BUFFER):
-        for tile in split_tiles(out.shape, cost, _tile_limit()):
-            o_t = out[tile]
-            if o_t.size == 0:
-                continue
-            acc = o_t if direct else np.empty(o_t.shape, compute_dtype)
-            _separable(acc, x, tile, axes, geom, order, np.add, 0,
-                       None if direct else transform)
-            finish(acc, tile)
-            if not direct:
-                o_t[...] = acc
-                del acc  # free before the next tile allocates its own
+    def work(tile):
+        o_t = out[tile]
+        if o_t.size == 0:
+            return
+        acc = o_t if direct else np.empty(o_t.shape, compute_dtype)
+        _separable(acc, x, tile, axes, geom, order, np.add, 0, None if direct else transform)
+        finish(acc, tile)
+        if not direct:
+            o_t[...] = acc
+
+    _run_tiles(work, out.shape, cost)
     return out
 
 
