@@ -17,6 +17,14 @@ layout's own axis order), at most `CACHE_TILE_BYTES` of output and intermediates
 passes reuse them from cache. No kernel transposes its input: the layout is only a list of
 axis positions.
 
+Threads: the tiles of max (without indices), average and Lp pooling run in contiguous runs
+over the small per-process pool of `layoutops.kernels.threads` (NumPy's ufuncs release the
+GIL; ``LAYOUTOPS_NUM_THREADS`` or ``threads.set_num_threads`` sets the count). Every output
+element is computed by one thread with the same operations in the same order, so results do
+not depend on the thread count; the tiles in flight share the workspace limit. 2-core test
+machine, BENCH.md cases, 1 -> 2 threads: avg 2x2 s2 channels-last 2.6 -> 1.65 ms, max 3x3
+s2 channels-last 7.0 -> 3.2 ms, channels-first 10.7 -> 5.9 ms.
+
 Kernels receive validated plain values (arrays, axis positions, a `Geometry`); the argument
 checks live in ``layoutops.ops.pool``.
 """
@@ -49,8 +57,11 @@ __all__ = [
 ]
 
 #: upper bound of the bytes one tile of a running reduction touches, so that the output tile
-#: it updates once per kernel offset stays in cache (the workspace limit may be lower)
-CACHE_TILE_BYTES = 1 << 20
+#: it updates once per pass stays in cache (the workspace limit may be lower). 2 MiB (the L2
+#: is 4 MiB per core on the 2-core test machine) measured best with 2 threads: avg 2x2 s2
+#: channels-last 2.3 ms at 1 MiB, 1.65 at 2, 1.5 at 4; max 3x3 s2 channels-last 3.2 at 1-2
+#: MiB, 3.9 at 4 (larger tiles also mean fewer GIL hand-offs between the threads)
+CACHE_TILE_BYTES = 2 << 20
 
 
 #: NumPy ufunc buffer (elements) while the separable passes run. With the default 8192 NumPy
