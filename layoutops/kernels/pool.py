@@ -681,7 +681,18 @@ def _plane_sums(x: np.ndarray, axes, out: np.ndarray) -> bool:
     if shape[2] == 1:
         np.matmul(y[:, :, 0], ones, out=out.reshape(shape[0]))
     else:
-        np.matmul(ones, y, out=out.reshape(shape[0], shape[2]))
+        # one vector-matrix product per batch sample: BLAS runs each on one thread, so the
+        # samples are split over the threads (global avg channels-last, 64x7x7x1024 float32:
+        # 0.62 -> 0.45 ms with 2 threads)
+        res = out.reshape(shape[0], shape[2])
+        threads = min(get_num_threads(), shape[0])
+        bounds = [shape[0] * i // threads for i in range(threads + 1)]
+
+        def part(ranges):
+            for a, b in ranges:
+                np.matmul(ones, y[a:b], out=res[a:b])
+
+        parallel(part, list(zip(bounds[:-1], bounds[1:], strict=True)), threads)
     return True
 
 
