@@ -9,12 +9,14 @@ results do not depend on the thread count.
 Thread count: ``LAYOUTOPS_NUM_THREADS`` (environment, read on every call) or
 `set_num_threads`, else as many cores as the process may run on (``os.sched_getaffinity``:
 a process pinned to one core does not time-slice two threads), at most 8. The pool is per
-process (a forked child builds its own: the parent's threads do not exist there).
+process (a forked child builds its own: the parent's threads do not exist there). Work done
+inside a part of `parallel` is not split again (`get_num_threads` is 1 there).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,6 +27,7 @@ __all__ = ["get_num_threads", "set_num_threads", "parallel", "parallel_copy"]
 _MAX_THREADS = 8
 _OVERRIDE: list[int | None] = [None]
 _POOL: dict = {}
+_LOCAL = threading.local()  # ``inside``: this thread runs a part of `parallel` (no nesting)
 
 
 def _cores() -> int:
@@ -45,6 +48,8 @@ def get_num_threads() -> int:
     >>> get_num_threads() >= 1
     True
     """
+    if getattr(_LOCAL, "inside", False):
+        return 1  # a part of `parallel` splits no further: the threads are all busy
     if _OVERRIDE[0] is not None:
         return _OVERRIDE[0]
     env = os.environ.get("LAYOUTOPS_NUM_THREADS")
@@ -102,16 +107,25 @@ def parallel(fn: Callable[[Sequence], object], items: Sequence, threads: int | N
         return
     size = -(-len(items) // threads)
     parts = [items[i : i + size] for i in range(0, len(items), size)]
-    futures = [_pool().submit(fn, part) for part in parts[1:]]
+    futures = [_pool().submit(_inside, fn, part) for part in parts[1:]]
     try:
-        fn(parts[0])
+        _inside(fn, parts[0])
     finally:
         for future in futures:
             future.result()
 
 
-#: copies below this many bytes stay on the calling thread (the hand-off costs ~20-50 us)
-MIN_PARALLEL_BYTES = 1 << 18
+def _inside(fn, part):
+    _LOCAL.inside = True
+    try:
+        return fn(part)
+    finally:
+        _LOCAL.inside = False
+
+
+#: copies below this many bytes stay on the calling thread (1 MiB: 0.06 ms on one thread,
+#: 0.12 on two; 4 MiB: 0.40 -> 0.33; 14 MiB: 2.0 -> 0.93)
+MIN_PARALLEL_BYTES = 1 << 21
 
 
 def parallel_copy(dst: np.ndarray, src) -> None:
