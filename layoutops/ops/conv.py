@@ -16,6 +16,7 @@ from ._conv_common import (
     prepare_conv,
 )
 from ._params import conv_geometry
+from .dask_support import accepts_dask
 
 __all__ = ["conv", "conv1d", "conv2d", "conv3d", "depthwise_conv2d", "ALGORITHMS"]
 
@@ -77,6 +78,7 @@ def _conv(
     )
 
 
+@accepts_dask("conv")
 def conv(
     x,
     weight,
@@ -223,7 +225,7 @@ def _fixed_rank(n: int):
         )
 
     fn.__name__ = fn.__qualname__ = name
-    return fn
+    return accepts_dask("conv")(fn)
 
 
 conv1d = _fixed_rank(1)
@@ -276,6 +278,7 @@ array([54., 54., 54.])
 """
 
 
+@accepts_dask("depthwise")
 def depthwise_conv2d(
     x,
     weight,

@@ -14,6 +14,7 @@ from ..kernels.conv_transpose import conv_transpose_scatter
 from ..kernels.geometry import Geometry
 from ._conv_common import add_bias, groups_from_arg, prepare_conv
 from ._params import is_int, normalize_tuple, parse_padding
+from .dask_support import accepts_dask
 
 __all__ = [
     "conv_transpose",
@@ -162,6 +163,7 @@ def transposed_crops(
     )
 
 
+@accepts_dask("conv_transpose")
 def conv_transpose(
     x,
     weight,
@@ -331,6 +333,7 @@ def _conv_transpose(
     return out
 
 
+@accepts_dask("conv_transpose")
 def conv_transpose1d(
     x,
     weight,
@@ -376,6 +379,7 @@ def conv_transpose1d(
     )
 
 
+@accepts_dask("conv_transpose")
 def conv_transpose2d(
     x,
     weight,
@@ -421,6 +425,7 @@ def conv_transpose2d(
     )
 
 
+@accepts_dask("conv_transpose")
 def conv_transpose3d(
     x,
     weight,

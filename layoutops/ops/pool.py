@@ -21,6 +21,7 @@ from ..layouts import Layout, activation_layout
 from ._conv_common import check_rank
 from ._dtypes import as_array, check_float, compute_dtype
 from ._params import conv_geometry, normalize_tuple, parse_padding
+from .dask_support import accepts_dask
 
 __all__ = [
     "max_pool",
@@ -163,6 +164,7 @@ def adaptive_setup(op: str, x: np.ndarray, output_size, *, layout) -> tuple[Layo
 # -- max pooling ---------------------------------------------------------------------------
 
 
+@accepts_dask("max_pool")
 def max_pool(
     x,
     kernel_size,
@@ -243,6 +245,7 @@ def _max_pool(op, n_spatial, x, kernel_size, stride, padding, dilation, ceil_mod
     return kpool.max_pool(x, lay.spatial_axes, geom, return_indices=return_indices)
 
 
+@accepts_dask("max_pool")
 def max_pool1d(
     x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
     return_indices=False, layout=None,
@@ -262,6 +265,7 @@ def max_pool1d(
     )
 
 
+@accepts_dask("max_pool")
 def max_pool2d(
     x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
     return_indices=False, layout=None,
@@ -281,6 +285,7 @@ def max_pool2d(
     )
 
 
+@accepts_dask("max_pool")
 def max_pool3d(
     x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
     return_indices=False, layout=None,
@@ -303,6 +308,7 @@ def max_pool3d(
 # -- average pooling -----------------------------------------------------------------------
 
 
+@accepts_dask("avg_pool")
 def avg_pool(
     x,
     kernel_size,
@@ -385,6 +391,7 @@ def _avg_pool(op, n_spatial, x, kernel_size, stride, padding, dilation, ceil_mod
     )
 
 
+@accepts_dask("avg_pool")
 def avg_pool1d(
     x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
     count_include_pad=True, divisor_override=None, layout=None,
@@ -404,6 +411,7 @@ def avg_pool1d(
     )
 
 
+@accepts_dask("avg_pool")
 def avg_pool2d(
     x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
     count_include_pad=True, divisor_override=None, layout=None,
@@ -423,6 +431,7 @@ def avg_pool2d(
     )
 
 
+@accepts_dask("avg_pool")
 def avg_pool3d(
     x, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False,
     count_include_pad=True, divisor_override=None, layout=None,
@@ -445,6 +454,7 @@ def avg_pool3d(
 # -- Lp pooling ----------------------------------------------------------------------------
 
 
+@accepts_dask("lp_pool")
 def lp_pool(
     x,
     p,
@@ -509,6 +519,7 @@ def _lp_pool(op, n_spatial, x, p, kernel_size, stride, padding, dilation, ceil_m
     return kpool.lp_pool(x, lay.spatial_axes, geom, p, dtype=dtype, compute_dtype=cdtype)
 
 
+@accepts_dask("lp_pool")
 def lp_pool1d(
     x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, layout=None
 ):
@@ -526,6 +537,7 @@ def lp_pool1d(
     )
 
 
+@accepts_dask("lp_pool")
 def lp_pool2d(
     x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, layout=None
 ):
@@ -543,6 +555,7 @@ def lp_pool2d(
     )
 
 
+@accepts_dask("lp_pool")
 def lp_pool3d(
     x, p, kernel_size, *, stride=None, padding=0, dilation=1, ceil_mode=False, layout=None
 ):
