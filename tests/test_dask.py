@@ -509,3 +509,41 @@ def test_ranks_1_and_3(kind, layout):
         args = (*args, 3)
         kwargs = dict(stride=2, padding=1, ceil_mode=True, layout=layout, **extra)
     _check(call(dx, *args, **kwargs), fn(x, *args, **kwargs))
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("conv", (np.ones((2, 2, 3, 3)),)),
+        ("conv1d", (np.ones((2, 2, 3)),)),
+        ("conv2d", (np.ones((2, 2, 3, 3)),)),
+        ("conv3d", (np.ones((2, 2, 3, 3, 3)),)),
+        ("depthwise_conv2d", (np.ones((2, 1, 3, 3)),)),
+        ("conv_transpose", (np.ones((2, 2, 3, 3)),)),
+        ("conv_transpose1d", (np.ones((2, 2, 3)),)),
+        ("conv_transpose2d", (np.ones((2, 2, 3, 3)),)),
+        ("conv_transpose3d", (np.ones((2, 2, 3, 3, 3)),)),
+        ("max_pool", (2,)),
+        ("max_pool1d", (2,)),
+        ("max_pool2d", (2,)),
+        ("max_pool3d", (2,)),
+        ("avg_pool", (2,)),
+        ("avg_pool1d", (2,)),
+        ("avg_pool2d", (2,)),
+        ("avg_pool3d", (2,)),
+        ("lp_pool", (2, 2)),
+        ("lp_pool1d", (2, 2)),
+        ("lp_pool2d", (2, 2)),
+        ("lp_pool3d", (2, 2)),
+    ],
+)
+def test_public_ops_accept_dask(name, args):
+    fn = getattr(lo, name)
+    if name[-2:-1].isdigit():  # conv2d, max_pool3d, ...
+        n_spatial = int(name[-2])
+    else:
+        n_spatial = args[0].ndim - 2 if isinstance(args[0], np.ndarray) else 2
+    x = np.random.default_rng(16).standard_normal((2, 2) + (6,) * n_spatial)
+    got = fn(da.from_array(x, chunks=(1, 1) + (4,) * n_spatial), *args)
+    assert isinstance(got, da.Array)
+    _check(got, fn(x, *args))
+
+
