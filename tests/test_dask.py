@@ -26,19 +26,11 @@ SEED = 20269
 
 
 def _public(name, kind):
-    """The public op, and a caller that sends a dask array through the dask path.
-
-    Once the op is decorated with `accepts_dask`, the caller is the public op itself."""
-    fn = getattr(lo, name, None)
-    if fn is None:
-        pytest.skip(f"lo.{name} is not available yet")
-
-    def call(x, *args, **kwargs):
-        if getattr(fn, "dask_kind", None) is not None or not dask_support.is_dask(x):
-            return fn(x, *args, **kwargs)
-        return dask_support.dask_call(kind, fn, x, *args, **kwargs)
-
-    return fn, call
+    """The public op, and the same op as the caller used on dask input (``kind`` names its
+    `accepts_dask` family, checked here)."""
+    fn = getattr(lo, name)
+    assert fn.dask_kind == kind
+    return fn, fn
 
 
 def _spatial_chunks(size, how):
