@@ -331,51 +331,77 @@ def _tap_views(block: np.ndarray, form: str, geometry: Geometry):
 # -- im2col -----------------------------------------------------------------------------------
 
 
-#: grouped im2col tiles with at least this many bytes of columns split their groups over the
-#: threads (each thread copies its groups' columns and runs their GEMMs)
-_GROUP_SPLIT_BYTES = 1 << 20
+#: im2col tiles with at least this many bytes of columns run as parallel pipelines
+_SPLIT_BYTES = 1 << 20
+#: ... when they have groups (one run of groups per thread), or at most this many outputs
+#: per group (small GEMMs: BLAS's own threads gain little there, so each thread runs its own
+#: share of the rows, copy then GEMM)
+_SPLIT_MAX_O = 32
 
 
 def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
-    g = block.shape[1] if form == "A" else block.shape[-2]
-    threads = min(get_num_threads(), g)
+    threads = get_num_threads()
     if threads > 1:
         k = geometry.n_spatial
+        n = block.shape[0]
+        g, o = (wmat.shape[0], wmat.shape[1]) if form == "A" else (wmat.shape[0], wmat.shape[2])
         sizes = block.shape[3:] if form == "A" else block.shape[1 : 1 + k]
         pix = tuple(
             (b - e) // s + 1
             for b, e, s in zip(sizes, geometry.extents, geometry.strides, strict=True)
         )
-        col_bytes = block.shape[0] * math.prod(pix) * wmat[0].size // (
-            wmat.shape[1] if form == "A" else wmat.shape[2]
-        ) * g * np.dtype(cdtype).itemsize
-        if col_bytes >= _GROUP_SPLIT_BYTES:
-            return _im2col_groups(block, wmat, geometry, form, tgt, cdtype, threads, pix)
+        col_bytes = n * math.prod(pix) * wmat[0].size // o * g * np.dtype(cdtype).itemsize
+        if col_bytes >= _SPLIT_BYTES and (g >= threads or o <= _SPLIT_MAX_O):
+            if g >= threads:
+                axis, length = "G", g
+            elif n >= threads:
+                axis, length = "N", n
+            else:
+                axis, length = "S", pix[0]
+            if length >= threads:
+                return _im2col_split(block, wmat, geometry, form, tgt, cdtype, threads, pix,
+                                     axis)
     return _im2col_tile(block, wmat, geometry, form, tgt, cdtype)
 
 
-def _im2col_groups(block, wmat, geometry, form, tgt, cdtype, threads, pix):
-    """`_im2col_tile` on contiguous runs of the groups, one per thread: each thread copies
-    its groups' columns and runs their GEMMs. The small per-group GEMMs of grouped convs
-    (``O`` of 8 or so) keep BLAS's own threads waiting on each other; two such pipelines side
-    by side measured 2.4x faster on the GEMMs of the grouped case of BENCH.md."""
+def _im2col_split(block, wmat, geometry, form, tgt, cdtype, threads, pix, axis):
+    """`_im2col_tile` on parts of the tile, one per thread, side by side: contiguous runs of
+    the groups (``axis`` "G"), of the samples ("N") or of the outermost output rows ("S", the
+    block rows they read). Each thread copies its own columns and runs its own GEMMs: the
+    small GEMMs of grouped convs (``O`` of 8 or so) keep BLAS's own threads waiting on each
+    other, and the column copies run on both cores (grouped case of BENCH.md, 2 threads:
+    channels-first 5.2 -> 3.9 ms, channels-last 6.4 -> 5.4 ms; 3-D case: ...)."""
+    k = geometry.n_spatial
     n = block.shape[0]
     if form == "A":
         g, o = wmat.shape[:2]
         shape = (n, g, o, *pix)
+        g_axis, s_axis, t_g, t_s = 1, 3, 1, 3
     else:
         g, o = wmat.shape[0], wmat.shape[2]
         shape = (n, *pix, g, o)
+        g_axis, s_axis, t_g, t_s = 1 + k, 1, 1 + k, 1
     res = tgt if tgt is not None else np.empty(shape, dtype=cdtype)
-    bounds = [g * i // threads for i in range(threads + 1)]
+    length = {"G": g, "N": n, "S": pix[0]}[axis]
+    bounds = [length * i // threads for i in range(threads + 1)]
+    stride, extent = geometry.strides[0], geometry.extents[0]
+
+    def cut(arr, ax, lo, hi):
+        index = [slice(None)] * arr.ndim
+        index[ax] = slice(lo, hi)
+        return arr[tuple(index)]
 
     def part(ranges):
-        for g0, g1 in ranges:
-            if form == "A":
-                b, t = block[:, g0:g1], res[:, g0:g1]
+        for lo, hi in ranges:
+            w = wmat
+            if axis == "G":
+                b, t, w = cut(block, g_axis, lo, hi), cut(res, t_g, lo, hi), wmat[lo:hi]
+            elif axis == "N":
+                b, t = block[lo:hi], res[lo:hi]
             else:
-                b, t = block[..., g0:g1, :], res[..., g0:g1, :]
-            r = _im2col_tile(b, wmat[g0:g1], geometry, form, t, cdtype)
+                b = cut(block, s_axis, lo * stride, (hi - 1) * stride + extent)
+                t = cut(res, t_s, lo, hi)
+            r = _im2col_tile(b, w, geometry, form, t, cdtype)
             if r is not t:
                 t[...] = r
 
@@ -421,6 +447,8 @@ def _im2col_tile(block, wmat, geometry, form, tgt, cdtype):
     pix = win.shape[1 : 1 + k]
     npix = n * math.prod(pix)
     o = wmat.shape[2]
+    if g == 1 and k == 3 and geometry.strides[0] == 1 and geometry.kernel_sizes[0] > 1:
+        return _im2col_depth(block, wmat, geometry, tgt, cdtype, pix)
     if g > 1:
         # groups: group-major columns, so that every group's GEMM runs on a contiguous
         # matrix (a strided one measured twice as slow), then one copy into the target
@@ -445,10 +473,64 @@ def _im2col_tile(block, wmat, geometry, form, tgt, cdtype):
         parallel_copy(tgt, res)
         return tgt
     cols = np.empty((n, *pix, g, *geometry.kernel_sizes, c), dtype=cdtype)
-    perm = (0, *range(1, 1 + k), 1 + k, *range(3 + k, 3 + 2 * k), 2 + k)
-    parallel_copy(cols, win.transpose(perm))
+    if (
+        _VOID_COPY
+        and c < _ROW_ITEMS
+        and block.strides[-1] == block.itemsize
+        and block.dtype == cdtype
+    ):
+        # few channels: each pixel's c channels as one opaque item (3-D case of BENCH.md,
+        # c = 8, channels-last: ...)
+        item = np.dtype((np.void, c * block.itemsize))
+        winv = window_view(
+            block.view(item)[..., 0], tuple(range(1, 1 + k)), geometry.kernel_sizes,
+            geometry.strides, geometry.dilations,
+        )  # (n, *P, G, *K)
+        parallel_copy(cols.view(item)[..., 0], winv)
+    else:
+        perm = (0, *range(1, 1 + k), 1 + k, *range(3 + k, 3 + 2 * k), 2 + k)
+        parallel_copy(cols, win.transpose(perm))
     cols = cols.reshape(npix, g, wmat.shape[1]).transpose(1, 0, 2)  # (G, nP, Kc)
     return _matmul_b(cols, wmat, tgt, (n, *pix, g, o), cdtype)
+
+
+def _im2col_depth(block, wmat, geometry, tgt, cdtype, pix):
+    """Form B, one group, 3-D, unit depth stride: columns over the inner two kernel axes
+    only, for every depth row of the block ``(n, D_block, H, W, kh * kw * c)``; the depth
+    taps are then ``kd`` GEMMs on contiguous depth slices of those columns, accumulated. A
+    third (``1/kd``) of the column copy of the full im2col, the GEMMs as large (3-D case of
+    BENCH.md, channels-last: 9.6 -> 6.0 ms for copy and GEMMs on one thread)."""
+    n = block.shape[0]
+    c = block.shape[-1]
+    kd, dd = geometry.kernel_sizes[0], geometry.dilations[0]
+    inner_k = geometry.kernel_sizes[1:]
+    o = wmat.shape[2]
+    db = block.shape[1]
+    win = window_view(
+        block, (2, 3), inner_k, geometry.strides[1:], geometry.dilations[1:]
+    )  # (n, Db, *P_inner, 1, c, kh, kw)
+    pin = math.prod(pix[1:])
+    cols = np.empty((n, db, *pix[1:], *inner_k, c), dtype=cdtype)
+    parallel_copy(cols, win[..., 0, :, :, :].transpose(0, 1, 2, 3, 5, 6, 4))
+    kin = math.prod(inner_k) * c
+    cols = cols.reshape(n, db * pin, kin)
+    wk = wmat[0].reshape(kd, kin, o)
+    m = pix[0] * pin
+    res = tgt
+    view = None if tgt is None else _try_reshape(tgt, (n, m, o))
+    if view is None or not _blasable(view):
+        res = np.empty((n, *pix, 1, o), dtype=cdtype)
+        view = res.reshape(n, m, o)
+    tmp = np.empty((n, m, o), dtype=cdtype)
+    for j in range(kd):
+        start = j * dd * pin
+        part = cols[:, start : start + m]
+        if j == 0:
+            np.matmul(part, wk[0], out=view)
+        else:
+            np.matmul(part, wk[j], out=tmp)
+            view += tmp
+    return res
 
 
 #: output rows shorter than this are copied into channels-first columns as opaque items
