@@ -414,6 +414,10 @@ def _im2col_tile(block, wmat, geometry, form, tgt, cdtype):
     n = block.shape[0]
     if form == "A":
         g, c = block.shape[1:3]
+        if _DEPTH_COLUMNS and g == 1 and k == 3 and geometry.strides[0] == 1 and (
+            geometry.kernel_sizes[0] > 1
+        ):
+            return _im2col_depth_a(block, wmat, geometry, tgt, cdtype)
         win = window_view(
             block, tuple(range(3, 3 + k)), geometry.kernel_sizes, geometry.strides,
             geometry.dilations,
@@ -447,7 +451,9 @@ def _im2col_tile(block, wmat, geometry, form, tgt, cdtype):
     pix = win.shape[1 : 1 + k]
     npix = n * math.prod(pix)
     o = wmat.shape[2]
-    if g == 1 and k == 3 and geometry.strides[0] == 1 and geometry.kernel_sizes[0] > 1:
+    if _DEPTH_COLUMNS and g == 1 and k == 3 and geometry.strides[0] == 1 and (
+        geometry.kernel_sizes[0] > 1
+    ):
         return _im2col_depth(block, wmat, geometry, tgt, cdtype, pix)
     if g > 1:
         # groups: group-major columns, so that every group's GEMM runs on a contiguous
@@ -532,6 +538,49 @@ def _im2col_depth(block, wmat, geometry, tgt, cdtype, pix):
             view += tmp
     return res
 
+
+def _im2col_depth_a(block, wmat, geometry, tgt, cdtype):
+    """Form A counterpart of `_im2col_depth`: columns ``(n, c * kh * kw, D_block * P_inner)``,
+    then per depth tap ``W_j (O, c*kh*kw) @`` a contiguous column range (a strided matrix)."""
+    n, _, c = block.shape[:3]
+    kd, dd = geometry.kernel_sizes[0], geometry.dilations[0]
+    inner_k = geometry.kernel_sizes[1:]
+    o = wmat.shape[1]
+    db = block.shape[3]
+    win = window_view(
+        block, (4, 5), inner_k, geometry.strides[1:], geometry.dilations[1:]
+    )  # (n, 1, c, Db, *P_inner, kh, kw)
+    p_inner = win.shape[4:6]
+    pix = (db - geometry.extents[0] + 1, *p_inner)
+    pin = math.prod(p_inner)
+    cols = np.empty((n, c, *inner_k, db, *p_inner), dtype=cdtype)
+    parallel_copy(cols, win[:, 0].transpose(0, 1, 5, 6, 2, 3, 4))
+    kin = c * math.prod(inner_k)
+    cols = cols.reshape(n, kin, db * pin)
+    wk = np.ascontiguousarray(
+        wmat[0].reshape(o, c, kd, -1).transpose(2, 0, 1, 3)
+    ).reshape(kd, o, kin)
+    m = pix[0] * pin
+    res = tgt
+    view = None if tgt is None else _try_reshape(tgt, (n, o, m))
+    if view is None or not _blasable(view):
+        res = np.empty((n, 1, o, *pix), dtype=cdtype)
+        view = res.reshape(n, o, m)
+    tmp = np.empty((n, o, m), dtype=cdtype)
+    for j in range(kd):
+        start = j * dd * pin
+        part = cols[:, :, start : start + m]
+        if j == 0:
+            np.matmul(wk[0], part, out=view)
+        else:
+            np.matmul(wk[j], part, out=tmp)
+            view += tmp
+    return res
+
+
+#: 3-D, one group, unit depth stride: columns over (kh, kw) only, depth taps as GEMMs on
+#: slices (`_im2col_depth`, `_im2col_depth_a`)
+_DEPTH_COLUMNS = True
 
 #: output rows shorter than this are copied into channels-first columns as opaque items
 _ROW_ITEMS = 32
