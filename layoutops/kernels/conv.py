@@ -472,6 +472,10 @@ def _im2col_tile(block, wmat, geometry, form, tgt, cdtype):
         else:
             perm = (1 + k, 0, *range(1, 1 + k), *range(3 + k, 3 + 2 * k), 2 + k)
             parallel_copy(cols, win.transpose(perm))
+        if _GROUPS_INTO_OUT:
+            # each group's GEMM writes its (nP, O) block of the (nP, G, O) target in place
+            return _matmul_b(cols.reshape(g, npix, wmat.shape[1]), wmat, tgt,
+                             (n, *pix, g, o), cdtype)
         res = np.matmul(cols.reshape(g, npix, wmat.shape[1]), wmat)  # (G, nP, O)
         res = res.reshape(g, n, *pix, o).transpose(*range(1, 2 + k), 0, 2 + k)
         if tgt is None:
@@ -577,6 +581,9 @@ def _im2col_depth_a(block, wmat, geometry, tgt, cdtype):
             view += tmp
     return res
 
+
+#: grouped channels-last GEMMs write into the target's strided (nP, O) blocks
+_GROUPS_INTO_OUT = True
 
 #: 3-D, one group, unit depth stride: columns over (kh, kw) only, depth taps as GEMMs on
 #: slices (`_im2col_depth`, `_im2col_depth_a`)
