@@ -59,13 +59,17 @@ Strategies (``algorithm=``):
 
 Threads: the GEMMs use BLAS's threads; the memory-bound NumPy parts run on the small
 per-process pool of `layoutops.kernels.threads` (as many threads as the process may run on,
-at most 8; ``LAYOUTOPS_NUM_THREADS`` or ``threads.set_num_threads`` sets it): the im2col
-column copies and the copy of a grouped result into the output are split in halves along
-their outer axis (grouped case of BENCH.md, channels-last, 2 threads: 9.1 -> 6.8 ms;
-a column copy of 14 MiB 4.2 -> 2.4 ms), and the channels-last direct strategy splits its
-rows. Each element is written by one thread: results do not depend on the thread count.
-Channels-first depthwise planes stay on one thread: two threads on planes that share the
-L2 cache measured slower.
+at most 8; ``LAYOUTOPS_NUM_THREADS`` or ``threads.set_num_threads`` sets it). ``im2col``:
+column copies of 2 MiB or more are split in halves along their outer axis; tiles with groups
+or at most `_SPLIT_MAX_O` outputs per group run as side-by-side pipelines, one per thread,
+over runs of their groups (else samples, else outermost output rows), each copying its own
+columns and running its own GEMMs (the small GEMMs keep BLAS's threads waiting on each
+other: 2.4x on the GEMMs of the grouped case of BENCH.md; large GEMMs gained nothing from
+two concurrent calls, so they stay one BLAS call). 3-D, one group, unit depth stride: columns
+over ``(kh, kw)`` only, one GEMM per depth offset on depth slices (`_im2col_depth`). The
+channels-last direct strategy splits its rows. Each element is written by one thread:
+results do not depend on the thread count. Channels-first depthwise planes stay on one
+thread: two threads on planes that share the L2 cache measured slower.
 """
 
 from __future__ import annotations
