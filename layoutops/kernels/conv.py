@@ -60,7 +60,7 @@ Strategies (``algorithm=``):
 Threads: the GEMMs use BLAS's threads; the memory-bound NumPy parts run on the small
 per-process pool of `layoutops.kernels.threads` (as many threads as the process may run on,
 at most 8; ``LAYOUTOPS_NUM_THREADS`` or ``threads.set_num_threads`` sets it). ``im2col``:
-column copies of 2 MiB or more are split in halves along their outer axis; tiles with groups
+tiles with groups
 or at most `_SPLIT_MAX_O` outputs per group run as side-by-side pipelines, one per thread,
 over runs of their groups (else samples, else outermost output rows), each copying its own
 columns and running its own GEMMs (the small GEMMs keep BLAS's threads waiting on each
@@ -435,17 +435,17 @@ def _im2col_tile(block, wmat, geometry, form, tgt, cdtype):
             cols = np.empty((g, c, *geometry.kernel_sizes, n, *pix), dtype=cdtype)
             perm = (1, 2, *range(3 + k, 3 + 2 * k), 0, *range(3, 3 + k))
             if not _copy_rows_a(block, geometry, cols, perm):
-                parallel_copy(cols, win.transpose(perm))
+                _copy(cols, win.transpose(perm))
             res = np.matmul(wmat, cols.reshape(g, wmat.shape[2], n * npix))
             res = res.reshape(g, o, n, *pix).transpose(2, 0, 1, *range(3, 3 + k))
             if tgt is None:
                 tgt = np.empty(res.shape, dtype=cdtype)
-            parallel_copy(tgt, res)
+            _copy(tgt, res)
             return tgt
         cols = np.empty((n, g, c, *geometry.kernel_sizes, *pix), dtype=cdtype)
         perm = (0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
         if not _copy_rows_a(block, geometry, cols, perm):
-            parallel_copy(cols, win.transpose(perm))
+            _copy(cols, win.transpose(perm))
         cols = cols.reshape(n, g, wmat.shape[2], npix)
         return _matmul_into(wmat, cols, tgt, (n, g, o, npix), pix)
     g, c = block.shape[-2:]
@@ -472,10 +472,10 @@ def _im2col_tile(block, wmat, geometry, form, tgt, cdtype):
             )  # (n, *P, G, *K)
             colsv = cols.view(item)[..., 0]
             perm = (1 + k, 0, *range(1, 1 + k), *range(2 + k, 2 + 2 * k))
-            parallel_copy(colsv, winv.transpose(perm))
+            _copy(colsv, winv.transpose(perm))
         else:
             perm = (1 + k, 0, *range(1, 1 + k), *range(3 + k, 3 + 2 * k), 2 + k)
-            parallel_copy(cols, win.transpose(perm))
+            _copy(cols, win.transpose(perm))
         if _GROUPS_INTO_OUT:
             # each group's GEMM writes its (nP, O) block of the (nP, G, O) target in place
             return _matmul_b(cols.reshape(g, npix, wmat.shape[1]), wmat, tgt,
@@ -484,7 +484,7 @@ def _im2col_tile(block, wmat, geometry, form, tgt, cdtype):
         res = res.reshape(g, n, *pix, o).transpose(*range(1, 2 + k), 0, 2 + k)
         if tgt is None:
             tgt = np.empty(res.shape, dtype=cdtype)
-        parallel_copy(tgt, res)
+        _copy(tgt, res)
         return tgt
     cols = np.empty((n, *pix, g, *geometry.kernel_sizes, c), dtype=cdtype)
     if (
@@ -500,10 +500,10 @@ def _im2col_tile(block, wmat, geometry, form, tgt, cdtype):
             block.view(item)[..., 0], tuple(range(1, 1 + k)), geometry.kernel_sizes,
             geometry.strides, geometry.dilations,
         )  # (n, *P, G, *K)
-        parallel_copy(cols.view(item)[..., 0], winv)
+        _copy(cols.view(item)[..., 0], winv)
     else:
         perm = (0, *range(1, 1 + k), 1 + k, *range(3 + k, 3 + 2 * k), 2 + k)
-        parallel_copy(cols, win.transpose(perm))
+        _copy(cols, win.transpose(perm))
     cols = cols.reshape(npix, g, wmat.shape[1]).transpose(1, 0, 2)  # (G, nP, Kc)
     return _matmul_b(cols, wmat, tgt, (n, *pix, g, o), cdtype)
 
@@ -525,7 +525,7 @@ def _im2col_depth(block, wmat, geometry, tgt, cdtype, pix):
     )  # (n, Db, *P_inner, 1, c, kh, kw)
     pin = math.prod(pix[1:])
     cols = np.empty((n, db, *pix[1:], *inner_k, c), dtype=cdtype)
-    parallel_copy(cols, win[..., 0, :, :, :].transpose(0, 1, 2, 3, 5, 6, 4))
+    _copy(cols, win[..., 0, :, :, :].transpose(0, 1, 2, 3, 5, 6, 4))
     kin = math.prod(inner_k) * c
     cols = cols.reshape(n, db * pin, kin)
     wk = wmat[0].reshape(kd, kin, o)
@@ -562,7 +562,7 @@ def _im2col_depth_a(block, wmat, geometry, tgt, cdtype):
     pix = (db - geometry.extents[0] + 1, *p_inner)
     pin = math.prod(p_inner)
     cols = np.empty((n, c, *inner_k, db, *p_inner), dtype=cdtype)
-    parallel_copy(cols, win[:, 0].transpose(0, 1, 5, 6, 2, 3, 4))
+    _copy(cols, win[:, 0].transpose(0, 1, 5, 6, 2, 3, 4))
     kin = c * math.prod(inner_k)
     cols = cols.reshape(n, kin, db * pin)
     wk = np.ascontiguousarray(
@@ -584,6 +584,20 @@ def _im2col_depth_a(block, wmat, geometry, tgt, cdtype):
             np.matmul(wk[j], part, out=tmp)
             view += tmp
     return res
+
+
+#: split large column copies over the threads outside the pipelines of `_im2col_split` (the
+#: large-GEMM tiles that do not split: measured 1-12% slower on the resnet 3x3, stem and 1-D
+#: cases of BENCH.md, 2 threads, interleaved: BLAS's threads still spin after the previous
+#: tile's GEMM and take the core the copy wanted)
+_PARALLEL_COPY = False
+
+
+def _copy(dst, src) -> None:
+    if _PARALLEL_COPY:
+        parallel_copy(dst, src)
+    else:
+        dst[...] = src
 
 
 #: grouped channels-last GEMMs write into the target's strided (nP, O) blocks
@@ -632,7 +646,7 @@ def _copy_rows_a(block, geometry, cols, perm) -> bool:
         rows, tuple(full_shape[ax] for ax in keep), tuple(full_strides[ax] for ax in keep),
         writeable=False,
     )
-    parallel_copy(cols.view(item)[..., 0], src)
+    _copy(cols.view(item)[..., 0], src)
     return True
 
 
