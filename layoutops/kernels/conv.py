@@ -26,8 +26,9 @@ Strategies (``algorithm=``):
     every sample of the tile into one GEMM (``N = n * P``). Channels-last tiles with groups
     copy their columns group-major ``(G, nP, K)``, so each group's GEMM runs on a contiguous
     matrix (on the strided ``(nP, G, K)`` view it measured 2.4x slower: 7.5 ms against 3.1 ms
-    for the grouped case of BENCH.md, 1 thread), and copy the ``(G, nP, O)`` result into the
-    output once. Channels-last groups copy each group's ``c`` channels, and channels-first
+    for the grouped case of BENCH.md, 1 thread); each group's GEMM writes its strided
+    ``(nP, O)`` block of the output directly (no result copy: ~7%). Channels-last groups
+    copy each group's ``c`` channels, and channels-first
     columns with short output rows (under 32 values, stride 1 along the row) each row, as
     one opaque item (NumPy copies short float runs value by value: 1.1-1.2x on the grouped
     case, 2x with 4 channels per group). Tiles hold at most 16 MiB: larger ones gave no
@@ -61,9 +62,8 @@ Threads: the GEMMs use BLAS's threads; the memory-bound NumPy parts run on the s
 per-process pool of `layoutops.kernels.threads` (as many threads as the process may run on,
 at most 8; ``LAYOUTOPS_NUM_THREADS`` or ``threads.set_num_threads`` sets it). ``im2col``:
 tiles with groups
-or at most `_SPLIT_MAX_O` outputs per group run as side-by-side pipelines, one per thread,
-over runs of their groups (else samples, else outermost output rows), each copying its own
-columns and running its own GEMMs (the small GEMMs keep BLAS's threads waiting on each
+run as side-by-side pipelines, one per thread, over runs of their groups, each copying its
+own columns and running its own GEMMs (the small GEMMs keep BLAS's threads waiting on each
 other: 2.4x on the GEMMs of the grouped case of BENCH.md; large GEMMs gained nothing from
 two concurrent calls, so they stay one BLAS call). 3-D, one group, unit depth stride: columns
 over ``(kh, kw)`` only, one GEMM per depth offset on depth slices (`_im2col_depth`). The
@@ -338,9 +338,10 @@ def _tap_views(block: np.ndarray, form: str, geometry: Geometry):
 #: im2col tiles with at least this many bytes of columns run as parallel pipelines
 _SPLIT_BYTES = 1 << 20
 #: ... when they have groups (one run of groups per thread), or at most this many outputs
-#: per group (small GEMMs: BLAS's own threads gain little there, so each thread runs its own
-#: share of the rows, copy then GEMM)
-_SPLIT_MAX_O = 32
+#: per group (each thread then runs its share of the samples or rows, copy then GEMM). 0:
+#: off -- on the 3-D case of BENCH.md (O = 16, one group) the split measured 10-20% slower
+#: than one BLAS-threaded GEMM per tile (2 threads, interleaved); the grouped case gains 1.5x
+_SPLIT_MAX_O = 0
 
 
 def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
@@ -373,8 +374,9 @@ def _im2col_split(block, wmat, geometry, form, tgt, cdtype, threads, pix, axis):
     the groups (``axis`` "G"), of the samples ("N") or of the outermost output rows ("S", the
     block rows they read). Each thread copies its own columns and runs its own GEMMs: the
     small GEMMs of grouped convs (``O`` of 8 or so) keep BLAS's own threads waiting on each
-    other, and the column copies run on both cores (grouped case of BENCH.md, 2 threads:
-    channels-first 5.2 -> 3.9 ms, channels-last 6.4 -> 5.4 ms; 3-D case: ...)."""
+    other, and the column copies run on both cores (grouped case of BENCH.md, 2 threads,
+    interleaved: channels-first 10.2 -> 6.8 ms, channels-last 11.7 -> 7.8 ms, on a loaded
+    machine; 5.2 -> 3.9 and 6.4 -> 5.4 ms on a quiet one)."""
     k = geometry.n_spatial
     n = block.shape[0]
     if form == "A":
