@@ -13,6 +13,7 @@ descriptors and conversions, the ops, their gradients, and the workspace setting
 
 from .errors import LayoutError
 from .kernels.plan import get_workspace_limit, set_workspace_limit, workspace_limit
+from .kernels.threads import get_num_threads, set_num_threads
 from .layouts import (
     FRAMEWORKS,
     Framework,

@@ -1,0 +1,85 @@
+"""The threaded paths (kernels/threads.py): grouped-conv pipelines and pool tiles split over
+threads give the plain-loop reference's results, identical to the one-thread run."""
+
+import numpy as np
+import pytest
+from conv_reference import act_from, act_to, conv_ref, kernel_to
+from pool_reference import avg_pool as ref_avg_pool
+from pool_reference import max_pool as ref_max_pool
+
+import layoutops as lo
+from layoutops.kernels import conv as kconv
+from layoutops.kernels import pool as kpool
+from layoutops.kernels.threads import get_num_threads, set_num_threads
+
+
+def spy_parallel(monkeypatch, module):
+    """Record the thread count of every `parallel` call the module makes."""
+    calls = []
+    original = module.parallel
+
+    def recording(fn, items, threads=None):
+        calls.append(threads)
+        return original(fn, items, threads)
+
+    monkeypatch.setattr(module, "parallel", recording)
+    return calls
+
+
+@pytest.fixture
+def threads():
+    """Run with a given thread count, restored afterwards."""
+    previous = set_num_threads(None)
+    yield set_num_threads
+    set_num_threads(previous)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("shape", [(2, 8, 7, 6), (3, 8, 6, 5)])
+def test_grouped_conv_pipelines_match_reference(layout, shape, threads, monkeypatch):
+    monkeypatch.setattr(kconv, "_SPLIT_BYTES", 0)  # split every im2col tile into pipelines
+    calls = spy_parallel(monkeypatch, kconv)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((8, 2, 3, 3))
+    want = conv_ref(x, w, strides=(1, 2), pads=((1, 0), (1, 1)), dilations=(1, 1), groups=4)
+    kl = "OIHW" if layout == "NCHW" else "HWIO"
+    results = []
+    for n in (1, 2):
+        threads(n)
+        assert get_num_threads() == n
+        got = lo.conv(act_to(x, "NCHW", layout), kernel_to(w, kl, "OIHW"), stride=(1, 2),
+                      padding=(1, 0, 1, 1), groups=4, layout=layout, algorithm="im2col")
+        results.append(got)
+        np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=1e-12, atol=1e-12)
+    assert 2 in calls  # the two-thread run did split into pipelines
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_pool_tiles_split_over_threads_match_reference(layout, threads, monkeypatch):
+    monkeypatch.setattr(kpool, "CACHE_TILE_BYTES", 256)  # many small tiles: both threads busy
+    calls = spy_parallel(monkeypatch, kpool)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 4, 9, 8))
+    xin = act_to(x, "NCHW", layout)
+    pads = ((1, 0), (1, 1))
+    want_max = ref_max_pool(x, (3, 2), (2, 2), (1, 1), pads, ceil_mode=True)[0]
+    want_avg = ref_avg_pool(x, (3, 2), (2, 2), (1, 1), pads, ceil_mode=True)
+    runs = []
+    for n in (1, 2):
+        threads(n)
+        kw = dict(stride=2, padding=(1, 0, 1, 1), ceil_mode=True, layout=layout)
+        mx = lo.max_pool(xin, (3, 2), **kw)
+        av = lo.avg_pool(xin, (3, 2), **kw)
+        runs.append((mx, av))
+        np.testing.assert_array_equal(act_from(mx, layout, "NCHW"), want_max)
+        np.testing.assert_allclose(act_from(av, layout, "NCHW"), want_avg, rtol=1e-12)
+    assert 2 in calls  # the two-thread run did split its tiles
+    for a, b in zip(runs[0], runs[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_num_threads_rejects_bad_values():
+    with pytest.raises(ValueError, match="thread count must be an int >= 1 or None, got 0"):
+        set_num_threads(0)
