@@ -287,8 +287,8 @@ def render(
         "(convolutions of ResNet-style networks, depthwise, grouped, dilated, 1-D and 3-D "
         "convolution, transposed convolution and pooling), every case in channels-first "
         "and channels-last layout, float32, on the machine described below. The numbers "
-        "come from one run of `layoutops bench`; they are wall-clock times and move by a "
-        "few percent between runs.",
+        "come from one run of `layoutops bench`; they are wall-clock medians, and on a "
+        "shared machine they move between runs (see the note on noise below).",
         "",
     ]
     load = (bench["machine"].get("loadavg") or [0])[0]
