@@ -11,29 +11,9 @@ import layoutops as lo
 
 onnx = pytest.importorskip("onnx")
 from onnx import helper  # noqa: E402
-from onnx.backend.test.case.node import conv as onnx_cases  # noqa: E402
+from onnx_node_cases import collect  # noqa: E402
 
-
-def collect():
-    """Run every ``export*`` of the Conv case class with ``expect`` captured."""
-    captured = []
-
-    def fake_expect(node, inputs, outputs, name, **kwargs):
-        captured.append((name, node, [np.asarray(a) for a in inputs], np.asarray(outputs[0])))
-
-    original = onnx_cases.expect
-    onnx_cases.expect = fake_expect
-    try:
-        cls = onnx_cases.Conv
-        for attr in sorted(dir(cls)):
-            if attr.startswith("export"):
-                getattr(cls, attr)()
-    finally:
-        onnx_cases.expect = original
-    return captured
-
-
-CASES = collect()
+CASES = collect("conv", "Conv")
 
 EXPECTED_NAMES = {
     "test_basic_conv_with_padding",

@@ -9,29 +9,9 @@ import layoutops as lo
 
 onnx = pytest.importorskip("onnx")
 from onnx import helper  # noqa: E402
-from onnx.backend.test.case.node import convtranspose as onnx_cases  # noqa: E402
+from onnx_node_cases import collect  # noqa: E402
 
-
-def collect():
-    """Run every ``export*`` of the ConvTranspose case class with ``expect`` captured."""
-    captured = []
-
-    def fake_expect(node, inputs, outputs, name, **kwargs):
-        captured.append((name, node, [np.asarray(a) for a in inputs], np.asarray(outputs[0])))
-
-    original = onnx_cases.expect
-    onnx_cases.expect = fake_expect
-    try:
-        cls = onnx_cases.ConvTranspose
-        for attr in sorted(dir(cls)):
-            if attr.startswith("export"):
-                getattr(cls, attr)()
-    finally:
-        onnx_cases.expect = original
-    return captured
-
-
-CASES = collect()
+CASES = collect("convtranspose", "ConvTranspose")
 
 # the node cases onnx ships (checked so that a silently empty collection cannot pass)
 EXPECTED_NAMES = {

@@ -952,21 +952,7 @@ def _run_direct(block, wk, geometry, form, tgt, cdtype):
             q1 = min(q, q0 + step)
             xs = [(t, v[:, q0:q1]) for t, v in views]
             _accumulate(xs, wk, form, acc[:, q0:q1], tmp[:, : q1 - q0])
-    if form == "A":
-        res = np.lib.stride_tricks.as_strided(
-            acc, shape=(n, g, o, *pix), strides=acc.strides[:3] + tuple(r * itm for r in ratios),
-            writeable=False,
-        )
-    else:
-        res = np.lib.stride_tricks.as_strided(
-            acc, shape=(n, *pix, g, o),
-            strides=(acc.strides[0], *(r * g * o * itm for r in ratios), o * itm, itm),
-            writeable=False,
-        )
-    if tgt is None:
-        return res.copy()
-    tgt[...] = res
-    return tgt
+    return _flat_result(acc, form, n, g, o, pix, ratios, itm, tgt)
 
 
 def _direct_rows(block, wk, geometry, tgt, cdtype):
