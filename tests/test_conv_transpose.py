@@ -397,7 +397,7 @@ W = np.ones((4, 2, 3, 3))
         (dict(stride=2, output_shape=(0, 5)), ValueError, r"along 'H' must be in \[1, 8\]"),
         (dict(stride=2, padding=1, output_shape=(5, 5)), ValueError,
          "with `output_shape`, `padding` must be 0, 'same' or 'same_lower'"),
-        (dict(output_shape=(5,)), ValueError, "`output_shape` must be 2 ints"),
+        (dict(output_shape=(5,)), ValueError, "`output_shape` must be an int or 2 ints"),
         (dict(groups=3), ValueError, r"`groups` must divide `C_in`=4, got 3"),
         (dict(stride=0), ValueError, "`stride` must be >= 1"),
         (dict(padding="full"), ValueError, "`padding` must be"),

@@ -13,7 +13,7 @@ import numpy as np
 from ..kernels.conv_transpose import conv_transpose_scatter
 from ..kernels.geometry import Geometry
 from ._conv_common import add_bias, groups_from_arg, prepare_conv
-from ._params import is_int, normalize_tuple, parse_padding
+from ._params import normalize_tuple, parse_padding
 from .dask_support import accepts_dask
 
 __all__ = [
@@ -94,21 +94,8 @@ def transposed_crops(
                 f"`{op}`: with `output_shape`, `padding` must be 0, 'same' or 'same_lower', "
                 f"got {padding!r}"
             )
-        if is_int(output_shape):
-            sizes = (int(output_shape),) * n
-        else:
-            try:
-                sizes = tuple(output_shape)
-            except TypeError:
-                raise TypeError(
-                    f"`{op}`: `output_shape` must be {n} ints (spatial sizes), got {output_shape!r}"
-                ) from None
-            if len(sizes) != n or not all(is_int(v) for v in sizes):
-                raise ValueError(
-                    f"`{op}`: `output_shape` must be {n} ints (the spatial sizes, in the "
-                    f"layout's order {spatial!r}), got {output_shape!r}"
-                )
-            sizes = tuple(int(v) for v in sizes)
+        # sizes < 1 fall through to the reachable-range check below, which states the range
+        sizes = normalize_tuple(output_shape, n, "output_shape", op, minimum=0)
         crops = []
         for i in range(n):
             top = full[i] - out_pads[i] - 1 + limits[i]
