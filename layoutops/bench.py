@@ -18,7 +18,13 @@ Method: for each case, every contestant is run once and its output checked again
 others (``ours`` against each peer, in the same logical layout; a mismatch is reported loudly
 and makes the exit status 1), then once more as a warm-up that also fixes how many calls make
 one sample (at least ``--min-time`` seconds), then the samples are taken interleaved
-(ours, torch, ort, ours, torch, ort, ...) ``--repeat`` times and the median is reported. The
+(ours, torch, ort, ours, torch, ort, ...) ``--repeat`` times and the median is reported,
+with a pause of ``--settle`` seconds (default 0.25) before every sample: OpenBLAS's worker
+threads spin for about 0.1-0.2 s after a multi-threaded GEMM (its ``THREAD_TIMEOUT``), and so
+do other runtimes' pools, and a contestant sampled inside that window shares its cores with
+them (layoutops's resnet 3x3 channels-last conv right after a 1024x1024 ``np.matmul``: 40 ms
+with no pause, 0.1 s pause 40 ms, 0.2 s pause 24 ms). The
+ratio is ours / peer (below 1: we are faster). The
 ratio is ours / peer (below 1: we are faster). Conv and transposed conv also report GFLOP/s
 (``2 * N * C_out * prod(out) * C_in / groups * prod(k)``, for the transposed conv counted over
 the input positions) as a fraction of this machine's float32 GEMM rate, measured in the same
@@ -482,12 +488,18 @@ def _calibrate(fn: Callable[[], object], min_time: float) -> int:
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], repeat: int, min_time: float = 0.0, warmup: int = 0
+    fns: dict[str, Callable[[], object]],
+    repeat: int,
+    min_time: float = 0.0,
+    warmup: int = 0,
+    settle: float = 0.0,
 ) -> dict[str, dict]:
     """Median seconds per call of each function, sampled in turn (A, B, A, B, ...).
 
     Each function is called ``warmup`` times, then once more to set the calls per sample
-    (enough for ``min_time`` seconds), before the ``repeat`` rounds of samples.
+    (enough for ``min_time`` seconds), before the ``repeat`` rounds of samples. ``settle``
+    seconds of sleep precede every sample, so that threads the previous contestant left
+    spinning (OpenBLAS, OpenMP) have gone to sleep.
 
     Examples
     --------
@@ -504,6 +516,8 @@ def time_interleaved(
     for _ in range(repeat):
         for key, fn in fns.items():
             number = numbers[key]
+            if settle > 0:
+                time.sleep(settle)
             t0 = time.perf_counter()
             for _ in range(number):
                 fn()
@@ -773,7 +787,8 @@ def _run_case(case: Case, layout: str, peers: dict, args, log) -> dict:
         a, b, c = _gemm_operands(gemm_n)
         fns["gemm"] = lambda: np.matmul(a, b, out=c)
     warmup = 0 if args.quick else 1
-    timings = time_interleaved(fns, args.repeat, args.min_time, warmup) if fns else {}
+    settle = getattr(args, "settle", 0.0)
+    timings = time_interleaved(fns, args.repeat, args.min_time, warmup, settle) if fns else {}
     if "gemm" in timings:
         row["gemm_gflops"] = 2.0 * gemm_n**3 / timings["gemm"]["median"] / 1e9
     for key in ("ours", "torch", "ort"):
@@ -1038,6 +1053,7 @@ def run_suite(args, log=None) -> dict:
         "settings": {
             "repeat": args.repeat,
             "min_time": args.min_time,
+            "settle": args.settle,
             "threads": args.threads,
             "quick": args.quick,
             "cases": args.cases,
@@ -1311,6 +1327,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds per sample at least, by repeating calls (default 0.02; 0 with --quick)",
     )
     parser.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        metavar="S",
+        help="sleep before every sample so that the previous contestant's spinning threads "
+        "(OpenBLAS, OpenMP) are asleep (default 0.25; 0 with --quick)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="tiny shapes (smoke test; the numbers mean nothing)"
     )
     parser.add_argument("--no-peers", action="store_true", help="time layoutops only")
@@ -1368,6 +1392,10 @@ def run(args: argparse.Namespace) -> int:
         raise _cli_error(f"--threads must be >= 1, got {args.threads}")
     if args.min_time is None:
         args.min_time = 0.0 if args.quick else 0.02
+    if args.settle is None:
+        args.settle = 0.0 if args.quick else 0.25
+    if args.settle < 0:
+        raise _cli_error(f"--settle must be >= 0, got {args.settle}")
     if args.plot:
         try:
             import matplotlib  # noqa: F401

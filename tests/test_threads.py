@@ -37,7 +37,7 @@ def threads():
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("shape", [(2, 8, 7, 6), (3, 8, 6, 5)])
 def test_grouped_conv_pipelines_match_reference(layout, shape, threads, monkeypatch):
-    monkeypatch.setattr(kconv, "_SPLIT_BYTES", 0)  # split every im2col tile into pipelines
+    monkeypatch.setattr(kconv, "_CHUNK_BYTES", 256)  # many chunks: pipelines on both threads
     calls = spy_parallel(monkeypatch, kconv)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape)
@@ -83,3 +83,47 @@ def test_pool_tiles_split_over_threads_match_reference(layout, threads, monkeypa
 def test_set_num_threads_rejects_bad_values():
     with pytest.raises(ValueError, match="thread count must be an int >= 1 or None, got 0"):
         set_num_threads(0)
+
+
+_CHUNK_CASES = [
+    # (input NC*S, kernel OI*K, strides, pads, dilations, groups)
+    ((2, 6, 9, 8), (4, 6, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    ((3, 4, 7, 10), (6, 2, 2, 3), (2, 1), ((0, 1), (2, 0)), (1, 2), 2),
+    ((2, 3, 11, 6), (8, 3, 5, 1), (2, 2), ((2, 2), (0, 0)), (1, 1), 1),  # few channels
+    ((2, 8, 6, 5), (8, 1, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 8),  # depthwise
+    ((2, 5, 13), (3, 5, 4), (1,), ((2, 1),), (2,), 1),  # 1-D
+    ((2, 4, 5, 6, 4), (3, 4, 3, 3, 2), (1, 1, 1), ((1, 1), (1, 1), (0, 1)), (1, 1, 1), 1),
+    ((2, 4, 6, 5, 4), (4, 2, 2, 3, 3), (2, 1, 1), ((1, 0), (1, 1), (1, 1)), (1, 1, 1), 2),
+]
+_LAYOUTS = {1: ("NCW", "NWC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
+_KERNELS = {"NCW": "OIW", "NWC": "WIO", "NCHW": "OIHW", "NHWC": "HWIO", "NCDHW": "OIDHW",
+            "NDHWC": "DHWIO"}
+
+
+@pytest.mark.parametrize("case", _CHUNK_CASES, ids=lambda c: f"{c[0]}-{c[1]}-g{c[5]}")
+@pytest.mark.parametrize("last", [False, True], ids=["channels_first", "channels_last"])
+@pytest.mark.parametrize("chunk", [64, 700, 5000])
+def test_im2col_chunk_pipelines_match_reference(case, last, chunk, threads, monkeypatch):
+    """Tiny chunks force every split of `_run_im2col` (groups, samples, rows; several
+    samples per chunk in channels-first) on both thread counts."""
+    shape, wshape, strides, pads, dilations, groups = case
+    monkeypatch.setattr(kconv, "_CHUNK_BYTES", chunk)
+    calls = spy_parallel(monkeypatch, kconv)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(wshape)
+    want = conv_ref(x, w, strides=strides, pads=pads, dilations=dilations, groups=groups)
+    layout = _LAYOUTS[len(shape) - 2][last]
+    canon = _LAYOUTS[len(shape) - 2][0]
+    padding = [tuple(pair) for pair in pads]
+    results = []
+    for n in (1, 2):
+        threads(n)
+        got = lo.conv(act_to(x, canon, layout), kernel_to(w, _KERNELS[layout], _KERNELS[canon]),
+                      stride=strides, padding=padding, dilation=dilations, groups=groups,
+                      layout=layout, algorithm="im2col")
+        results.append(got)
+        np.testing.assert_allclose(act_from(got, layout, canon), want, rtol=1e-12, atol=1e-12)
+    if chunk < 5000:  # (5000 bytes: some of the cases fit one chunk and run unsplit)
+        assert 2 in calls  # the two-thread run ran pipelines
+    np.testing.assert_array_equal(results[0], results[1])

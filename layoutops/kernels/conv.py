@@ -58,16 +58,18 @@ Strategies (``algorithm=``):
     as the others on every GEMM-bound shape of BENCH.md on the 2-core test machine (1 and
     2 threads, interleaved runs), and the most robust when another process shares the cores.
 
-Threads: the GEMMs use BLAS's threads; the memory-bound NumPy parts run on the small
-per-process pool of `layoutops.kernels.threads` (as many threads as the process may run on,
-at most 8; ``LAYOUTOPS_NUM_THREADS`` or ``threads.set_num_threads`` sets it). ``im2col``:
-tiles with groups
-run as side-by-side pipelines, one per thread, over runs of their groups, each copying its
-own columns and running its own GEMMs (the small GEMMs keep BLAS's threads waiting on each
-other: 2.4x on the GEMMs of the grouped case of BENCH.md; large GEMMs gained nothing from
-two concurrent calls, so they stay one BLAS call). 3-D, one group, unit depth stride: columns
-over ``(kh, kw)`` only, one GEMM per depth offset on depth slices (`_im2col_depth`). The
-channels-last direct strategy splits its rows. Each element is written by one thread:
+Threads: ``im2col`` tiles whose columns exceed `_CHUNK_BYTES` (2 MiB) are cut into
+cache-sized chunks (runs of groups, then samples, then output rows) that run as one pipeline
+per thread of the small per-process pool of `layoutops.kernels.threads` (as many threads as
+the process may run on, at most 8; ``LAYOUTOPS_NUM_THREADS`` or ``threads.set_num_threads``
+sets it), with NumPy's BLAS held to one thread meanwhile (`layoutops.kernels.blas`): each
+thread copies a chunk's columns into its own buffer and multiplies them while they are in
+its core's cache. Steady state on the 2-core test machine (fresh process per setting,
+min/median of 11): resnet 3x3 of BENCH.md channels-first 34.5/36.0 -> 25.4/27.3 ms,
+channels-last 30.7/32.7 -> 21.9/23.6 ms; grouped 5.8/6.0 -> 3.8/4.1 ms and 8.2/8.4 ->
+4.7/5.3 ms. Tiles with a kernel larger than half their columns (late 3x3: each chunk would
+read the 9 MiB kernel again) or at most one chunk of columns stay one BLAS-threaded GEMM.
+The channels-last direct strategy splits its rows. Each element is written by one thread:
 results do not depend on the thread count. Channels-first depthwise planes stay on one
 thread: two threads on planes that share the L2 cache measured slower.
 """
@@ -79,6 +81,7 @@ import math
 
 import numpy as np
 
+from . import blas
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
 from .threads import _CORES as _THREADS  # noqa: F401  (the pool's default size, for tests)
@@ -335,84 +338,198 @@ def _tap_views(block: np.ndarray, form: str, geometry: Geometry):
 # -- im2col -----------------------------------------------------------------------------------
 
 
-#: im2col tiles with at least this many bytes of columns run as parallel pipelines
-_SPLIT_BYTES = 1 << 20
-#: ... when they have groups (one run of groups per thread), or at most this many outputs
-#: per group (each thread then runs its share of the samples or rows, copy then GEMM). 0:
-#: off -- on the 3-D case of BENCH.md (O = 16, one group) the split measured 10-20% slower
-#: than one BLAS-threaded GEMM per tile (2 threads, interleaved); the grouped case gains 1.5x
-_SPLIT_MAX_O = 0
+#: target bytes of columns per pipeline chunk: a chunk's columns and its GEMM's operands stay
+#: in the core's L2 cache (4 MiB per core on the test machine; a 16 MiB copy ran at 5 GB/s,
+#: a 1 MiB one at 18 GB/s). 1 and 2 MiB measured alike on the resnet 3x3 / pointwise / stride-2
+#: cases of BENCH.md; 2 MiB was faster on the grouped case (3.8-4.0 against 4.6-4.9 ms
+#: channels-first); whole 16 MiB tiles were slowest
+_CHUNK_BYTES = 2 << 20
+#: ... unless the kernel is larger than this fraction of the tile's columns: each chunk's
+#: GEMM reads the whole kernel again (late 3x3 of BENCH.md: a 9 MiB kernel, 7 MiB of
+#: columns), so such tiles stay one BLAS-threaded GEMM
+_KERNEL_SHARE = 0.5
 
 
 def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
-    threads = get_num_threads()
-    if threads > 1:
-        k = geometry.n_spatial
-        n = block.shape[0]
-        g, o = (wmat.shape[0], wmat.shape[1]) if form == "A" else (wmat.shape[0], wmat.shape[2])
-        sizes = block.shape[3:] if form == "A" else block.shape[1 : 1 + k]
-        pix = tuple(
-            (b - e) // s + 1
-            for b, e, s in zip(sizes, geometry.extents, geometry.strides, strict=True)
-        )
-        col_bytes = n * math.prod(pix) * wmat[0].size // o * g * np.dtype(cdtype).itemsize
-        if col_bytes >= _SPLIT_BYTES and (g >= threads or o <= _SPLIT_MAX_O):
-            if g >= threads:
-                axis, length = "G", g
-            elif n >= threads:
-                axis, length = "N", n
-            else:
-                axis, length = "S", pix[0]
-            if length >= threads:
-                return _im2col_split(block, wmat, geometry, form, tgt, cdtype, threads, pix,
-                                     axis)
-    return _im2col_tile(block, wmat, geometry, form, tgt, cdtype)
+    """`_im2col_tile` on cache-sized chunks of the tile, run as one pipeline per thread.
 
-
-def _im2col_split(block, wmat, geometry, form, tgt, cdtype, threads, pix, axis):
-    """`_im2col_tile` on parts of the tile, one per thread, side by side: contiguous runs of
-    the groups (``axis`` "G"), of the samples ("N") or of the outermost output rows ("S", the
-    block rows they read). Each thread copies its own columns and runs its own GEMMs: the
-    small GEMMs of grouped convs (``O`` of 8 or so) keep BLAS's own threads waiting on each
-    other, and the column copies run on both cores (grouped case of BENCH.md, 2 threads,
-    interleaved: channels-first 10.2 -> 6.8 ms, channels-last 11.7 -> 7.8 ms, on a loaded
-    machine; 5.2 -> 3.9 and 6.4 -> 5.4 ms on a quiet one)."""
+    The chunks are runs of groups, then samples, then outermost output rows (the block rows
+    they read), cut until a chunk's columns hold about `_CHUNK_BYTES`. Each thread copies the
+    columns of its chunks and runs their GEMMs on single-threaded BLAS (`blas.
+    single_threaded`): the copies run on every core, out of cache, and no GEMM waits for
+    BLAS threads another pipeline holds. Each output element is computed by one GEMM of
+    one chunk, whatever the thread count.
+    """
     k = geometry.n_spatial
     n = block.shape[0]
     if form == "A":
-        g, o = wmat.shape[:2]
-        shape = (n, g, o, *pix)
-        g_axis, s_axis, t_g, t_s = 1, 3, 1, 3
+        g, o, ck = wmat.shape
+        sizes = block.shape[3:]
     else:
-        g, o = wmat.shape[0], wmat.shape[2]
-        shape = (n, *pix, g, o)
-        g_axis, s_axis, t_g, t_s = 1 + k, 1, 1 + k, 1
+        g, ck, o = wmat.shape
+        sizes = block.shape[1 : 1 + k]
+    pix = tuple(
+        (b - e) // s + 1 for b, e, s in zip(sizes, geometry.extents, geometry.strides, strict=True)
+    )
+    itemsize = np.dtype(cdtype).itemsize
+    row_bytes = math.prod(pix[1:]) * ck * itemsize  # columns of one output row, one group
+    col_bytes = g * n * pix[0] * row_bytes
+    if wmat.size * itemsize > _KERNEL_SHARE * col_bytes or col_bytes <= _CHUNK_BYTES:
+        return _im2col_tile(block, wmat, geometry, form, tgt, cdtype)
+    # groups per chunk, then samples, then rows, each halved until a chunk fits
+    gc, nc, rc = g, n, pix[0]
+    while gc * nc * rc * row_bytes > _CHUNK_BYTES:
+        if gc > 1:
+            gc = (gc + 1) // 2
+        elif nc > 1:
+            nc = (nc + 1) // 2
+        elif rc > 1:
+            rc = (rc + 1) // 2
+        else:
+            break
+    chunks = [
+        (gs, ns, rs)
+        for gs in range(0, g, gc)
+        for ns in range(0, n, nc)
+        for rs in range(0, pix[0], rc)
+    ]
+    shape = (n, g, o, *pix) if form == "A" else (n, *pix, g, o)
     res = tgt if tgt is not None else np.empty(shape, dtype=cdtype)
-    length = {"G": g, "N": n, "S": pix[0]}[axis]
-    bounds = [length * i // threads for i in range(threads + 1)]
+    if _DEPTH_COLUMNS and g == 1 and k == 3 and geometry.strides[0] == 1 and (
+        geometry.kernel_sizes[0] > 1
+    ):
+        part = _depth_chunks(block, wmat, geometry, form, res, (gc, nc, rc), pix, cdtype)
+    elif form == "A":
+        part = _chunks_a(block, wmat, geometry, res, (gc, nc, rc), pix, cdtype)
+    else:
+        part = _chunks_b(block, wmat, geometry, res, (gc, nc, rc), pix, cdtype)
+    threads = min(get_num_threads(), len(chunks))
+    if threads > 1:
+        with blas.single_threaded():
+            parallel(part, chunks, threads)
+    else:
+        part(chunks)
+    return res
+
+
+def _cut(arr, ax, lo, hi):
+    index = [slice(None)] * arr.ndim
+    index[ax] = slice(lo, hi)
+    return arr[tuple(index)]
+
+
+def _depth_chunks(block, wmat, geometry, form, res, sizes, pix, cdtype):
+    """The chunk runner of `_run_im2col` for the 3-D depth-column tiles: `_im2col_tile`
+    on each chunk's cut of the block."""
+    k = geometry.n_spatial
+    gc, nc, rc = sizes
+    g_axis, s_axis, t_g, t_s = (1, 3, 1, 3) if form == "A" else (1 + k, 1, 1 + k, 1)
     stride, extent = geometry.strides[0], geometry.extents[0]
 
-    def cut(arr, ax, lo, hi):
-        index = [slice(None)] * arr.ndim
-        index[ax] = slice(lo, hi)
-        return arr[tuple(index)]
-
-    def part(ranges):
-        for lo, hi in ranges:
-            w = wmat
-            if axis == "G":
-                b, t, w = cut(block, g_axis, lo, hi), cut(res, t_g, lo, hi), wmat[lo:hi]
-            elif axis == "N":
-                b, t = block[lo:hi], res[lo:hi]
-            else:
-                b = cut(block, s_axis, lo * stride, (hi - 1) * stride + extent)
-                t = cut(res, t_s, lo, hi)
-            r = _im2col_tile(b, w, geometry, form, t, cdtype)
+    def part(items):
+        for gs, ns, rs in items:
+            ge, ne, re_ = gs + gc, ns + nc, min(rs + rc, pix[0])
+            b = _cut(_cut(block[ns:ne], g_axis, gs, ge), s_axis, rs * stride,
+                     (re_ - 1) * stride + extent)
+            t = _cut(_cut(res[ns:ne], t_g, gs, ge), t_s, rs, re_)
+            r = _im2col_tile(b, wmat[gs:ge], geometry, form, t, cdtype)
             if r is not t:
                 t[...] = r
 
-    parallel(part, list(zip(bounds[:-1], bounds[1:], strict=True)), threads)
-    return res
+    return part
+
+
+def _chunks_b(block, wmat, geometry, res, sizes, pix, cdtype):
+    """The chunk runner of `_run_im2col`, channels-last output: each chunk's columns
+    ``(groups, samples * rows * P_inner, K * c)`` are copied into the thread's buffer from
+    one window view of the block made once per tile, then one (batched) GEMM writes the
+    chunk's ``(nP, O)`` blocks of the result."""
+    k = geometry.n_spatial
+    gc, nc, rc = sizes
+    g, c = block.shape[-2:]
+    ksz = geometry.kernel_sizes
+    kc_, o = wmat.shape[1:]
+    p_in = math.prod(pix[1:])
+    item = None
+    if _VOID_COPY and c < _ROW_ITEMS and block.strides[-1] == block.itemsize and (
+        block.dtype == cdtype
+    ):
+        # each group's c channels as one opaque item: the copy moves whole c-runs
+        item = np.dtype((np.void, c * block.itemsize))
+        src = window_view(
+            block.view(item)[..., 0], tuple(range(1, 1 + k)), ksz, geometry.strides,
+            geometry.dilations,
+        )  # (n, *P, G, *K)
+        src = src.transpose(1 + k, 0, *range(1, 1 + k), *range(2 + k, 2 + 2 * k))
+    else:
+        src = window_view(block, tuple(range(1, 1 + k)), ksz, geometry.strides,
+                          geometry.dilations)  # (n, *P, G, c, *K)
+        src = src.transpose(1 + k, 0, *range(1, 1 + k), *range(3 + k, 3 + 2 * k), 2 + k)
+    inner = (slice(None),) * (k - 1)
+
+    def part(items):
+        buf = np.empty(gc * nc * rc * p_in * kc_, dtype=cdtype)
+        for gs, ns, rs in items:
+            ge, ne, re_ = min(gs + gc, g), ns + nc, min(rs + rc, pix[0])
+            ne = min(ne, res.shape[0])
+            gn, m = ge - gs, (ne - ns) * (re_ - rs) * p_in
+            cols = buf[: gn * m * kc_].reshape(gn, ne - ns, re_ - rs, *pix[1:], *ksz, c)
+            dst = cols if item is None else cols.view(item)[..., 0]
+            dst[...] = src[gs:ge, ns:ne, rs:re_]
+            cols = cols.reshape(gn, m, kc_)
+            tv = res[(slice(ns, ne), slice(rs, re_), *inner, slice(gs, ge))]
+            view = _try_reshape(tv, (m, gn, o))
+            if view is not None and _blasable(view.transpose(1, 0, 2)):
+                np.matmul(cols, wmat[gs:ge], out=view.transpose(1, 0, 2))
+            else:
+                out = np.matmul(cols, wmat[gs:ge])  # (gn, m, o)
+                tv[...] = out.transpose(1, 0, 2).reshape(tv.shape)
+
+    return part
+
+
+def _chunks_a(block, wmat, geometry, res, sizes, pix, cdtype):
+    """The chunk runner of `_run_im2col`, channels-first output: each chunk's columns
+    ``(groups, c * K, samples * rows * P_inner)`` (short output rows copied as opaque items,
+    `_copy_rows_a`), then ``W (O, cK) @ columns`` per group, straight into the result when
+    the chunk holds one sample."""
+    k = geometry.n_spatial
+    gc, nc, rc = sizes
+    g, c = block.shape[1:3]
+    ksz = geometry.kernel_sizes
+    o, ck = wmat.shape[1:]
+    p_in = math.prod(pix[1:])
+    src = window_view(block, tuple(range(3, 3 + k)), ksz, geometry.strides,
+                      geometry.dilations)  # (n, G, c, *P, *K)
+    perm = (1, 2, *range(3 + k, 3 + 2 * k), 0, *range(3, 3 + k))
+    src = src.transpose(perm)  # (G, c, *K, n, *P)
+    stride, extent = geometry.strides[0], geometry.extents[0]
+    inner = (slice(None),) * (k - 1)
+    kidx = (slice(None),) * k
+
+    def part(items):
+        buf = np.empty(gc * nc * rc * p_in * ck, dtype=cdtype)
+        for gs, ns, rs in items:
+            ge, ne, re_ = min(gs + gc, g), min(ns + nc, res.shape[0]), min(rs + rc, pix[0])
+            gn, nn, m = ge - gs, ne - ns, (re_ - rs) * p_in
+            cols = buf[: gn * ck * nn * m].reshape(gn, c, *ksz, nn, re_ - rs, *pix[1:])
+            b = _cut(block[ns:ne, gs:ge], 3, rs * stride, (re_ - 1) * stride + extent)
+            if not _copy_rows_a(b, geometry, cols, perm):
+                cols[...] = src[(slice(gs, ge), slice(None), *kidx, slice(ns, ne),
+                                 slice(rs, re_))]
+            cols = cols.reshape(gn, ck, nn * m)
+            if nn == 1:
+                tv = res[(ns, slice(gs, ge), slice(None), slice(rs, re_))]
+                view = _try_reshape(tv, (gn, o, m))
+                if view is not None and _blasable(view):
+                    np.matmul(wmat[gs:ge], cols, out=view)
+                    continue
+            out = np.matmul(wmat[gs:ge], cols).reshape(gn, o, nn, re_ - rs, *pix[1:])
+            res[(slice(ns, ne), slice(gs, ge), slice(None), slice(rs, re_), *inner)] = (
+                out.transpose(2, 0, 1, *range(3, 3 + k))
+            )
+
+    return part
 
 
 def _im2col_tile(block, wmat, geometry, form, tgt, cdtype):

@@ -1,0 +1,118 @@
+"""Hold NumPy's BLAS to one thread while the kernels run their own GEMM pipelines.
+
+The ``im2col`` strategy runs one pipeline per thread (copy a cache-sized chunk of columns,
+multiply it), so each of its GEMMs must stay on the core of the pipeline that calls it: two
+pipelines that each wake BLAS's whole thread team fight over the same cores (the resnet 3x3
+case of BENCH.md: 27.8 ms as one BLAS-threaded GEMM per 16 MiB tile, 16.9 ms as two
+pipelines of 1 MiB chunks on single-threaded BLAS, 2 cores).
+
+OpenBLAS (NumPy's wheels bundle it as ``scipy_openblas``) is found through its exported
+``*openblas_set_num_threads*`` function, looked up once with `ctypes` in the libraries NumPy
+ships with or the process has loaded. Other BLAS builds (MKL, Accelerate) are left alone:
+`single_threaded` is then a no-op and the pipelines still give correct results. The setting
+is process-wide; a counter restores the caller's thread count when the last of several
+concurrent users leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import glob
+import os
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+
+__all__ = ["controllable", "single_threaded"]
+
+_NAMES = (
+    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+    ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+    ("openblas_set_num_threads", "openblas_get_num_threads"),
+)
+
+_LOCK = threading.Lock()
+_STATE = {"functions": None, "searched": False, "depth": 0, "saved": None}
+
+
+def _candidate_libraries() -> list[str]:
+    """Shared libraries that may hold OpenBLAS: NumPy's bundled ones, then the loaded ones."""
+    root = os.path.dirname(np.__file__)
+    found = []
+    for folder in (os.path.join(root, "..", "numpy.libs"), os.path.join(root, ".dylibs")):
+        found += sorted(glob.glob(os.path.join(folder, "*openblas*")))
+    try:
+        with open("/proc/self/maps") as maps:
+            found += sorted({line.split()[-1] for line in maps if "openblas" in line.lower()})
+    except OSError:
+        pass
+    return found
+
+
+def _find_functions():
+    for path in _candidate_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for set_name, get_name in _NAMES:
+            if hasattr(lib, set_name) and hasattr(lib, get_name):
+                setter, getter = getattr(lib, set_name), getattr(lib, get_name)
+                setter.argtypes, setter.restype = [ctypes.c_int], None
+                getter.argtypes, getter.restype = [], ctypes.c_int
+                return setter, getter
+    return None
+
+
+def _functions():
+    if not _STATE["searched"]:
+        _STATE["functions"] = _find_functions()
+        _STATE["searched"] = True
+    return _STATE["functions"]
+
+
+def controllable() -> bool:
+    """True if the BLAS NumPy uses is an OpenBLAS whose thread count can be set.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.blas import controllable
+    >>> isinstance(controllable(), bool)
+    True
+    """
+    with _LOCK:
+        return _functions() is not None
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run the block with BLAS on one thread; the previous count comes back afterwards
+    (when the last concurrent user leaves).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.blas import single_threaded
+    >>> with single_threaded():
+    ...     float((np.ones((2, 3)) @ np.ones(3)).sum())
+    6.0
+    """
+    with _LOCK:
+        functions = _functions()
+        if functions is not None:
+            setter, getter = functions
+            if _STATE["depth"] == 0:
+                _STATE["saved"] = getter()
+                setter(1)
+            _STATE["depth"] += 1
+    try:
+        yield
+    finally:
+        if functions is not None:
+            with _LOCK:
+                _STATE["depth"] -= 1
+                if _STATE["depth"] == 0:
+                    setter(_STATE["saved"])
