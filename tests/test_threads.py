@@ -127,3 +127,25 @@ def test_im2col_chunk_pipelines_match_reference(case, last, chunk, threads, monk
     if chunk < 5000:  # (5000 bytes: some of the cases fit one chunk and run unsplit)
         assert 2 in calls  # the two-thread run ran pipelines
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("shape", [(5, 6, 7, 7), (4, 9, 6, 5), (3, 70, 4, 5), (33, 7, 3, 3)])
+def test_global_avg_pool_plane_sums_split_over_threads(layout, shape, threads, monkeypatch):
+    """The matrix-vector plane sums of `global_avg_pool` run their row (or sample) ranges on
+    the threads, with BLAS held to one thread; each range gives the mean of its planes."""
+    calls = spy_parallel(monkeypatch, kpool)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape).astype(np.float32)
+    want = x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+    runs = []
+    for n in (1, 2):
+        threads(n)
+        got = lo.global_avg_pool(act_to(x, "NCHW", layout), layout=layout)
+        assert got.dtype == np.float32
+        runs.append(got)
+        np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=1e-5, atol=1e-6)
+    rows = shape[0] if layout == "NHWC" else shape[0] * shape[1]
+    if rows >= (2 if layout == "NHWC" else 128):  # channels-first splits on 64-row bounds
+        assert 2 in calls
+    np.testing.assert_array_equal(runs[0], runs[1])
