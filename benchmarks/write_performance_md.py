@@ -64,7 +64,9 @@ def machine_section(bench: dict) -> list[str]:
         f"**{g['gflops']:.1f} GFLOP/s** (before the cases {g['before_gflops']:.1f}, after "
         f"{g['after_gflops']:.1f}; the higher is the reference)",
         f"- {s['repeat']} interleaved samples per contestant and case, each at least "
-        f"{s['min_time']} s; float32" + (" — QUICK MODE, tiny shapes" if s.get("quick") else ""),
+        f"{s['min_time']} s, each after a {s.get('settle', 0)} s pause (`--settle`: the "
+        "previous contestant's spinning BLAS/OpenMP threads go to sleep first); float32"
+        + (" — QUICK MODE, tiny shapes" if s.get("quick") else ""),
         "",
     ]
     return lines

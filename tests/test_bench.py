@@ -75,6 +75,7 @@ def test_quick_suite_without_peers_json_fields(tmp_path):
     assert status == 0
     assert {"machine", "settings", "gemm", "cases", "summary"} <= set(result)
     assert result["settings"]["peers"] == [] and result["settings"]["quick"] is True
+    assert result["settings"]["settle"] == 0.0  # --quick: no pause between samples
     assert result["gemm"]["gflops"] > 0
     assert result["machine"]["cpu"] and result["machine"]["numpy"] == np.__version__
     rows = result["cases"]
@@ -145,6 +146,20 @@ def test_bench_cli_errors_and_list():
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0 and "conv:resnet-stem" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "layoutops", "bench", "--settle", "-1", "--no-peers"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--settle must be >= 0" in proc.stderr
+
+
+def test_time_interleaved_settles_before_every_sample(monkeypatch):
+    from layoutops import bench
+
+    pauses = []
+    monkeypatch.setattr(bench.time, "sleep", pauses.append)
+    r = bench.time_interleaved({"a": lambda: None, "b": lambda: None}, repeat=3, settle=0.25)
+    assert len(r["a"]["samples"]) == 3 and pauses == [0.25] * 6
 
 
 def test_workspace_harness_in_a_fresh_process(tmp_path):
