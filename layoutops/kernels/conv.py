@@ -705,10 +705,10 @@ def _im2col_depth_a(block, wmat, geometry, tgt, cdtype):
     return res
 
 
-#: split large column copies over the threads outside the pipelines of `_im2col_split` (the
-#: large-GEMM tiles that do not split: measured 1-12% slower on the resnet 3x3, stem and 1-D
-#: cases of BENCH.md, 2 threads, interleaved: BLAS's threads still spin after the previous
-#: tile's GEMM and take the core the copy wanted)
+#: split the column copies of the tiles `_run_im2col` does not chunk (one BLAS-threaded GEMM:
+#: a large kernel, or at most one chunk of columns) over the threads. Off: measured 1-12%
+#: slower on whole tiles, 2 threads, interleaved -- BLAS's threads still spin after the
+#: previous tile's GEMM and take the core the copy wanted
 _PARALLEL_COPY = False
 
 
