@@ -395,9 +395,7 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
     ]
     shape = (n, g, o, *pix) if form == "A" else (n, *pix, g, o)
     res = tgt if tgt is not None else np.empty(shape, dtype=cdtype)
-    if _DEPTH_COLUMNS and g == 1 and k == 3 and geometry.strides[0] == 1 and (
-        geometry.kernel_sizes[0] > 1
-    ):
+    if _depth_columns(g, geometry):
         part = _depth_chunks(block, wmat, geometry, form, res, (gc, nc, rc), pix, cdtype)
     elif form == "A":
         part = _chunks_a(block, wmat, geometry, res, (gc, nc, rc), pix, cdtype)
@@ -410,6 +408,18 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
     else:
         part(chunks)
     return res
+
+
+def _depth_columns(groups: int, geometry: Geometry) -> bool:
+    """True if an im2col tile builds 3-D columns over (kh, kw) only and runs one GEMM per
+    depth offset (`_im2col_depth`, `_im2col_depth_a`): one group, unit depth stride."""
+    return (
+        _DEPTH_COLUMNS
+        and groups == 1
+        and geometry.n_spatial == 3
+        and geometry.strides[0] == 1
+        and geometry.kernel_sizes[0] > 1
+    )
 
 
 def _cut(arr, ax, lo, hi):
@@ -537,9 +547,7 @@ def _im2col_tile(block, wmat, geometry, form, tgt, cdtype):
     n = block.shape[0]
     if form == "A":
         g, c = block.shape[1:3]
-        if _DEPTH_COLUMNS and g == 1 and k == 3 and geometry.strides[0] == 1 and (
-            geometry.kernel_sizes[0] > 1
-        ):
+        if _depth_columns(g, geometry):
             return _im2col_depth_a(block, wmat, geometry, tgt, cdtype)
         win = window_view(
             block, tuple(range(3, 3 + k)), geometry.kernel_sizes, geometry.strides,
@@ -574,9 +582,7 @@ def _im2col_tile(block, wmat, geometry, form, tgt, cdtype):
     pix = win.shape[1 : 1 + k]
     npix = n * math.prod(pix)
     o = wmat.shape[2]
-    if _DEPTH_COLUMNS and g == 1 and k == 3 and geometry.strides[0] == 1 and (
-        geometry.kernel_sizes[0] > 1
-    ):
+    if _depth_columns(g, geometry):
         return _im2col_depth(block, wmat, geometry, tgt, cdtype, pix)
     if g > 1:
         # groups: group-major columns, so that every group's GEMM runs on a contiguous
