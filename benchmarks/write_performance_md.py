@@ -65,7 +65,8 @@ def machine_section(bench: dict) -> list[str]:
         f"{g['after_gflops']:.1f}; the higher is the reference)",
         f"- {s['repeat']} interleaved samples per contestant and case, each at least "
         f"{s['min_time']} s, each after a {s.get('settle', 0)} s pause (`--settle`: the "
-        "previous contestant's spinning BLAS/OpenMP threads go to sleep first); float32"
+        "previous contestant's spinning BLAS/OpenMP threads go to sleep first) and "
+        f"{s.get('warm', 0)} s of untimed calls (`--warm`: the cores are awake again); float32"
         + (" — QUICK MODE, tiny shapes" if s.get("quick") else ""),
         "",
     ]

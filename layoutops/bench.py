@@ -23,8 +23,11 @@ with a pause of ``--settle`` seconds (default 0.25) before every sample: OpenBLA
 threads spin for about 0.1-0.2 s after a multi-threaded GEMM (its ``THREAD_TIMEOUT``), and so
 do other runtimes' pools, and a contestant sampled inside that window shares its cores with
 them (layoutops's resnet 3x3 channels-last conv right after a 1024x1024 ``np.matmul``: 40 ms
-with no pause, 0.1 s pause 40 ms, 0.2 s pause 24 ms). The
-ratio is ours / peer (below 1: we are faster). The
+with no pause, 0.1 s pause 40 ms, 0.2 s pause 24 ms). After the pause the contestant runs
+untimed for ``--warm`` seconds (default 0.1) before its sample: a core that slept is slow to
+come back (on the 2-core test VM the grouped conv of the suite took 5.6 ms per call in the
+first calls after a 0.25 s sleep, 4.7 ms after 0.03 s of warm calls and 3.8 ms after 0.1 s,
+its steady speed), and a sample of a few calls would time that wake-up instead of the op. The
 ratio is ours / peer (below 1: we are faster). Conv and transposed conv also report GFLOP/s
 (``2 * N * C_out * prod(out) * C_in / groups * prod(k)``, for the transposed conv counted over
 the input positions) as a fraction of this machine's float32 GEMM rate, measured in the same
@@ -493,13 +496,15 @@ def time_interleaved(
     min_time: float = 0.0,
     warmup: int = 0,
     settle: float = 0.0,
+    warm: float = 0.0,
 ) -> dict[str, dict]:
     """Median seconds per call of each function, sampled in turn (A, B, A, B, ...).
 
     Each function is called ``warmup`` times, then once more to set the calls per sample
     (enough for ``min_time`` seconds), before the ``repeat`` rounds of samples. ``settle``
     seconds of sleep precede every sample, so that threads the previous contestant left
-    spinning (OpenBLAS, OpenMP) have gone to sleep.
+    spinning (OpenBLAS, OpenMP) have gone to sleep; then the function runs untimed for at
+    least ``warm`` seconds, so that the sample starts on awake cores.
 
     Examples
     --------
@@ -518,6 +523,9 @@ def time_interleaved(
             number = numbers[key]
             if settle > 0:
                 time.sleep(settle)
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < warm:
+                fn()
             t0 = time.perf_counter()
             for _ in range(number):
                 fn()
@@ -788,7 +796,10 @@ def _run_case(case: Case, layout: str, peers: dict, args, log) -> dict:
         fns["gemm"] = lambda: np.matmul(a, b, out=c)
     warmup = 0 if args.quick else 1
     settle = getattr(args, "settle", 0.0)
-    timings = time_interleaved(fns, args.repeat, args.min_time, warmup, settle) if fns else {}
+    warm = getattr(args, "warm", 0.0)
+    timings = (
+        time_interleaved(fns, args.repeat, args.min_time, warmup, settle, warm) if fns else {}
+    )
     if "gemm" in timings:
         row["gemm_gflops"] = 2.0 * gemm_n**3 / timings["gemm"]["median"] / 1e9
     for key in ("ours", "torch", "ort"):
@@ -1054,6 +1065,7 @@ def run_suite(args, log=None) -> dict:
             "repeat": args.repeat,
             "min_time": args.min_time,
             "settle": args.settle,
+            "warm": args.warm,
             "threads": args.threads,
             "quick": args.quick,
             "cases": args.cases,
@@ -1335,6 +1347,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(OpenBLAS, OpenMP) are asleep (default 0.25; 0 with --quick)",
     )
     parser.add_argument(
+        "--warm",
+        type=float,
+        default=None,
+        metavar="S",
+        help="after the pause, run the contestant untimed for S seconds so that the sample "
+        "starts on awake cores (default 0.1; 0 with --quick)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="tiny shapes (smoke test; the numbers mean nothing)"
     )
     parser.add_argument("--no-peers", action="store_true", help="time layoutops only")
@@ -1396,6 +1416,10 @@ def run(args: argparse.Namespace) -> int:
         args.settle = 0.0 if args.quick else 0.25
     if args.settle < 0:
         raise _cli_error(f"--settle must be >= 0, got {args.settle}")
+    if args.warm is None:
+        args.warm = 0.0 if args.quick else 0.1
+    if args.warm < 0:
+        raise _cli_error(f"--warm must be >= 0, got {args.warm}")
     if args.plot:
         try:
             import matplotlib  # noqa: F401

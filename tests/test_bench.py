@@ -76,6 +76,7 @@ def test_quick_suite_without_peers_json_fields(tmp_path):
     assert {"machine", "settings", "gemm", "cases", "summary"} <= set(result)
     assert result["settings"]["peers"] == [] and result["settings"]["quick"] is True
     assert result["settings"]["settle"] == 0.0  # --quick: no pause between samples
+    assert result["settings"]["warm"] == 0.0  # ... and no untimed warm calls
     assert result["gemm"]["gflops"] > 0
     assert result["machine"]["cpu"] and result["machine"]["numpy"] == np.__version__
     rows = result["cases"]
@@ -151,6 +152,11 @@ def test_bench_cli_errors_and_list():
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2 and "--settle must be >= 0" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "layoutops", "bench", "--warm", "-1", "--no-peers"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--warm must be >= 0" in proc.stderr
 
 
 def test_time_interleaved_settles_before_every_sample(monkeypatch):
@@ -160,6 +166,28 @@ def test_time_interleaved_settles_before_every_sample(monkeypatch):
     monkeypatch.setattr(bench.time, "sleep", pauses.append)
     r = bench.time_interleaved({"a": lambda: None, "b": lambda: None}, repeat=3, settle=0.25)
     assert len(r["a"]["samples"]) == 3 and pauses == [0.25] * 6
+
+
+def test_time_interleaved_warms_up_untimed_before_every_sample(monkeypatch):
+    from layoutops import bench
+
+    clock = [0.0]
+    calls = []
+
+    def tick():
+        clock[0] += 0.01
+        return clock[0]
+
+    def fn():
+        calls.append(clock[0])
+
+    monkeypatch.setattr(bench.time, "perf_counter", tick)
+    monkeypatch.setattr(bench.time, "sleep", lambda s: None)
+    r = bench.time_interleaved({"a": fn}, repeat=2, settle=0.25, warm=0.035)
+    # calibration: one call; each sample: warm calls until 0.035 s have passed on the fake
+    # clock (3 calls: each loop test reads the clock once, 0.01 s), then one timed call
+    assert len(calls) == 1 + 2 * (3 + 1)
+    assert r["a"]["number"] == 1 and len(r["a"]["samples"]) == 2
 
 
 def test_workspace_harness_in_a_fresh_process(tmp_path):
