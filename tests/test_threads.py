@@ -38,6 +38,7 @@ def threads():
 @pytest.mark.parametrize("shape", [(2, 8, 7, 6), (3, 8, 6, 5)])
 def test_grouped_conv_pipelines_match_reference(layout, shape, threads, monkeypatch):
     monkeypatch.setattr(kconv, "_CHUNK_BYTES", 256)  # many chunks: pipelines on both threads
+    monkeypatch.setattr(kconv, "_THIN_CHUNK_BYTES", 256)
     calls = spy_parallel(monkeypatch, kconv)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape)
@@ -108,6 +109,7 @@ def test_im2col_chunk_pipelines_match_reference(case, last, chunk, threads, monk
     samples per chunk in channels-first) on both thread counts."""
     shape, wshape, strides, pads, dilations, groups = case
     monkeypatch.setattr(kconv, "_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(kconv, "_THIN_CHUNK_BYTES", chunk)
     calls = spy_parallel(monkeypatch, kconv)
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape)

@@ -58,7 +58,8 @@ Strategies (``algorithm=``):
     as the others on every GEMM-bound shape of BENCH.md on the 2-core test machine (1 and
     2 threads, interleaved runs), and the most robust when another process shares the cores.
 
-Threads: ``im2col`` tiles whose columns exceed `_CHUNK_BYTES` (2 MiB) are cut into
+Threads: ``im2col`` tiles whose columns exceed `_CHUNK_BYTES` (2 MiB; 8 MiB for GEMMs
+with at most 64 outputs per group, `_THIN_CHUNK_BYTES`) are cut into
 cache-sized chunks (runs of groups, then samples, then output rows) that run as one pipeline
 per thread of the small per-process pool of `layoutops.kernels.threads` (as many threads as
 the process may run on, at most 8; ``LAYOUTOPS_NUM_THREADS`` or ``threads.set_num_threads``
@@ -261,10 +262,13 @@ def conv_forward(
     return out
 
 
-#: per strategy, the tile size beyond which speed does not improve: GEMMs gain little from
-#: larger tiles and the copies lose cache locality; the direct strategy streams through
-#: cache-sized tiles
-_SPEED_TILE_BYTES = {"im2col": 16 * 2**20, "per_tap": 16 * 2**20, "direct": 16 * 2**20}
+#: per strategy, the tile size beyond which speed does not improve (the workspace limit caps
+#: it). im2col: its cost model counts a tile's whole columns, but a chunked tile
+#: (`_run_im2col`) holds only a chunk per thread, so large tiles cost little memory and save
+#: a pipeline start and drain per tile (resnet 3x3 of BENCH.md 15.5 -> 12.7 ms, stem 17.5 ->
+#: 15 ms channels-first with 64 instead of 16 MiB, 2-core test machine); the direct strategy
+#: streams through cache-sized tiles
+_SPEED_TILE_BYTES = {"im2col": 64 * 2**20, "per_tap": 16 * 2**20, "direct": 16 * 2**20}
 
 
 #: output planes (pixels per sample and tile) below this size are batched into one GEMM
@@ -344,6 +348,14 @@ def _tap_views(block: np.ndarray, form: str, geometry: Geometry):
 #: cases of BENCH.md; 2 MiB was faster on the grouped case (3.8-4.0 against 4.6-4.9 ms
 #: channels-first); whole 16 MiB tiles were slowest
 _CHUNK_BYTES = 2 << 20
+#: ... and for thin GEMMs (at most `_THIN_O` output channels per group) this many: such a
+#: GEMM does little work per column byte, so a 2 MiB chunk's GEMM is mostly call and packing
+#: overhead. Steady state on the 2-core test machine (AVX-512, NumPy 2.4 / OpenBLAS 0.3.31,
+#: with 64 MiB speed tiles): 3-D case of BENCH.md 6.8/6.0 -> 3.5/3.1 ms (channels-first/
+#: -last), grouped 2.8/2.9 -> 1.9/2.5 ms, resnet 3x3 12.7/12.1 -> 12.7/11.7 ms; the
+#: stride-2 case (256 outputs) measured 5-10% slower with 8 MiB chunks, so wide GEMMs keep 2
+_THIN_CHUNK_BYTES = 8 << 20
+_THIN_O = 64
 #: ... unless the kernel is larger than this fraction of the tile's columns: each chunk's
 #: GEMM reads the whole kernel again (late 3x3 of BENCH.md: a 9 MiB kernel, 7 MiB of
 #: columns), so such tiles stay one BLAS-threaded GEMM
@@ -374,11 +386,12 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
     itemsize = np.dtype(cdtype).itemsize
     row_bytes = math.prod(pix[1:]) * ck * itemsize  # columns of one output row, one group
     col_bytes = g * n * pix[0] * row_bytes
-    if wmat.size * itemsize > _KERNEL_SHARE * col_bytes or col_bytes <= _CHUNK_BYTES:
+    chunk_bytes = _THIN_CHUNK_BYTES if o <= _THIN_O else _CHUNK_BYTES
+    if wmat.size * itemsize > _KERNEL_SHARE * col_bytes or col_bytes <= chunk_bytes:
         return _im2col_tile(block, wmat, geometry, form, tgt, cdtype)
     # groups per chunk, then samples, then rows, each halved until a chunk fits
     gc, nc, rc = g, n, pix[0]
-    while gc * nc * rc * row_bytes > _CHUNK_BYTES:
+    while gc * nc * rc * row_bytes > chunk_bytes:
         if gc > 1:
             gc = (gc + 1) // 2
         elif nc > 1:
@@ -1217,6 +1230,43 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
     qmin = min((j * dw - pw) // sw for j in range(kw))
     qmax = max((j * dw - pw) // sw for j in range(kw))
 
+    def plan(r0, r1, q0, q1):
+        """The terms of the chunk of output rows [r0, r1), columns [q0, q1): per tap, the
+        output rows [a, b) and columns [c0, c1) whose input exists; a term covering the whole
+        chunk first (it initializes the chunk), else ``zero`` says to clear it first. The same
+        for every sample, so built once per chunk position."""
+        terms = []
+        for i in range(kh):
+            # output rows r whose input row r * sh + i * dh - ph exists
+            off_r = i * dh - ph
+            a = max(r0, -(off_r // sh)) if off_r < 0 else r0
+            b = min(r1, (hi - 1 - off_r) // sh + 1) if hi - 1 - off_r >= 0 else r0
+            if b <= a:
+                continue
+            for j in range(kw):
+                c0, c1 = max(cols[j][0], q0), min(cols[j][1], q1)
+                if c1 > c0:
+                    cover = (a, b, c0, c1) == (r0, r1, q0, q1)
+                    terms.append((not cover, i, j, a, b, c0, c1, off_r))
+        terms.sort()
+        zero = not terms or terms[0][0]
+        out_terms = []
+        for _, i, j, a, b, c0, c1, off_r in terms:
+            off = j * dw - pw
+            if contiguous_w:
+                # plain slices (an as_strided view per term cost as much as its arithmetic)
+                src = (slice(a * sh + off_r, (b - 1) * sh + off_r + 1, sh),
+                       slice(c0 + off, c1 + off))
+            else:
+                src = None
+            out_terms.append((i * kw + j, a, b, c0, c1, off_r, off, src))
+        return zero, out_terms
+
+    plans = {}
+    for _, r0, q0 in chunks:
+        if (r0, q0) not in plans:
+            plans[r0, q0] = plan(r0, min(ho, r0 + per), q0, min(wo, q0 + colstep))
+
     def rows_chunk(part):
         tmp = np.empty((per, colstep, g), dtype=cdtype)
         if phased:
@@ -1226,6 +1276,7 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
         for ni, r0, q0 in part:
             r1, q1 = min(ho, r0 + per), min(wo, q0 + colstep)
             dst = o3[ni, r0:r1, q0:q1]
+            xn = x[ni]
             if phased:
                 # phase p holds the input columns p + k * sw, k in [pbase, pbase + width)
                 lo_in = max(0, r0 * sh - ph)
@@ -1235,31 +1286,16 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
                     width = min(len_p, q1 + qmax) - pbase
                     if hi_in > lo_in and width > 0:
                         first_col = p_ + pbase * sw
-                        src = x[ni, lo_in:hi_in, first_col : first_col + (width - 1) * sw + 1 : sw]
+                        src = xn[lo_in:hi_in, first_col : first_col + (width - 1) * sw + 1 : sw]
                         bufs[p_, : hi_in - lo_in, :width] = src
-            full = False
-            terms = []
-            for i in range(kh):
-                # output rows r whose input row r * sh + i * dh - ph exists
-                off_r = i * dh - ph
-                a = max(r0, -(off_r // sh)) if off_r < 0 else r0
-                b = min(r1, (hi - 1 - off_r) // sh + 1) if hi - 1 - off_r >= 0 else r0
-                if b <= a:
-                    continue
-                for j in range(kw):
-                    c0, c1 = max(cols[j][0], q0), min(cols[j][1], q1)
-                    if c1 > c0:
-                        cover = (a, b, c0, c1) == (r0, r1, q0, q1)
-                        terms.append((not cover, i, j, a, b, c0, c1, off_r))
-            terms.sort()  # a term covering the whole chunk first: it initializes the chunk
-            for _, i, j, a, b, c0, c1, off_r in terms:
-                first = not full
-                if first and (a, b, c0, c1) != (r0, r1, q0, q1):
-                    dst[...] = 0
-                    full = True
-                    first = False
-                off = j * dw - pw
-                if phased:
+            zero, terms = plans[r0, q0]
+            if zero:
+                dst[...] = 0
+            first = not zero
+            for tap, a, b, c0, c1, off_r, off, src in terms:
+                if src is not None:
+                    xv = xn[src]
+                elif phased:
                     buf = bufs[off % sw]
                     xv = np.lib.stride_tricks.as_strided(
                         buf[a * sh + off_r - lo_in, c0 + off // sw - pbase], (b - a, c1 - c0, g),
@@ -1267,25 +1303,24 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
                     )
                 else:
                     xv = np.lib.stride_tricks.as_strided(
-                        x[ni, a * sh + off_r, c0 * sw + off], (b - a, c1 - c0, g),
+                        xn[a * sh + off_r, c0 * sw + off], (b - a, c1 - c0, g),
                         (xs1 * sh, xs2 * sw, itm), writeable=False,
                     )
                 d = dst[a - r0 : b - r0, c0 - q0 : c1 - q0]
-                wv = wrep[i * kw + j]
+                wv = wrep[tap]
                 t = tmp[: b - a, : c1 - c0]
                 if tiled:
-                    xv = xv.reshape(b - a, (c1 - c0) * g)
-                    d = d.reshape(b - a, (c1 - c0) * g)
-                    t = t.reshape(b - a, (c1 - c0) * g)
-                    wv = wv[: (c1 - c0) * g]
+                    m = (c1 - c0) * g
+                    xv = xv.reshape(b - a, m)
+                    d = d.reshape(b - a, m)
+                    t = t.reshape(b - a, m)
+                    wv = wv[:m]
                 if first:
                     np.multiply(xv, wv, out=d)
-                    full = True
+                    first = False
                     continue
                 np.multiply(xv, wv, out=t)
                 d += t
-            if not full:
-                dst[...] = 0
             if bias_c is not None:
                 dst += bias_c
 
