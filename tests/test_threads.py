@@ -151,3 +151,34 @@ def test_global_avg_pool_plane_sums_split_over_threads(layout, shape, threads, m
     if rows >= (2 if layout == "NHWC" else 128):  # channels-first splits on 64-row bounds
         assert 2 in calls
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("in_hw,k", [((7, 6), 4), ((6, 5), 2)])
+def test_conv_transpose_batch_pipelines_match_reference(layout, in_hw, k, threads, monkeypatch):
+    """Transposed-conv tiles of different samples run on both threads (channels-first phase
+    planes, channels-last row scatter); tiny tile budgets force several tiles per sample,
+    which must stay in order on one thread since their outputs overlap."""
+    from conv_transpose_reference import ref_conv_transpose
+
+    from layoutops.kernels import conv_transpose as kct
+
+    monkeypatch.setattr(kct, "PHASE_TILE_BYTES", 1)  # one sample per tile
+    monkeypatch.setattr(kct, "ROW_TILE_BYTES", 600)  # several row tiles per sample
+    calls = spy_parallel(monkeypatch, kct)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 3, *in_hw))
+    w = rng.standard_normal((3, 4, k, k))  # IOHW
+    want = ref_conv_transpose(x, w, None, (2, 2), (1, 1), ((1, 1), (1, 1)), (0, 0), 1)
+    xl, wl = x, w
+    if layout == "NHWC":
+        xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        wl = np.ascontiguousarray(w.transpose(2, 3, 1, 0))  # HWOI
+    results = []
+    for n in (1, 2):
+        threads(n)
+        got = lo.conv_transpose(xl, wl, stride=2, padding=1, layout=layout)
+        results.append(got if layout == "NCHW" else got.transpose(0, 3, 1, 2))
+    np.testing.assert_allclose(results[1], want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(results[0], results[1])  # same sums, whatever the threads
+    assert 2 in calls  # the two-thread run split the samples

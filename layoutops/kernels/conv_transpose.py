@@ -30,12 +30,15 @@ import contextlib
 import functools
 import itertools
 import math
+import threading
 
 import numpy as np
 import opt_einsum
 
+from . import blas
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
+from .threads import get_num_threads, parallel
 
 __all__ = ["conv_transpose_scatter", "tap_ranges"]
 
@@ -46,6 +49,37 @@ _GROUP_LOOP_MIN_WEIGHTS = 64
 @functools.lru_cache(maxsize=256)
 def _expression(subscripts: str, *shapes: tuple[int, ...]):
     return opt_einsum.contract_expression(subscripts, *shapes)
+
+
+def _run_by_batch(work, tiles, threads: int) -> None:
+    """``work(tile)`` for every tile (``tile[0]`` its batch slice). Tiles of one batch slice
+    write overlapping outputs, so they run in order on one thread; runs of different batch
+    slices, whose outputs are disjoint, go to ``threads`` threads as pipelines on
+    single-threaded BLAS (each thread's GEMM output is read back hot by the same core's
+    additions, and the additions, single-threaded NumPy, run on every core)."""
+    runs: list[list] = []
+    for tile in tiles:
+        if runs and runs[-1][0][0] == tile[0]:
+            runs[-1].append(tile)
+        else:
+            runs.append([tile])
+
+    def part(batch_runs):
+        for run in batch_runs:
+            for tile in run:
+                work(tile)
+
+    threads = min(threads, len(runs))
+    if threads > 1:
+        with blas.single_threaded():
+            parallel(part, runs, threads)
+    else:
+        part(runs)
+
+
+def _threads_within(limit: int, one_tile: int) -> int:
+    """Threads whose tiles in flight fit ``limit`` bytes, at least ``one_tile`` bytes each."""
+    return max(1, min(get_num_threads(), limit // max(one_tile, 1)))
 
 
 @functools.lru_cache(maxsize=256)
@@ -265,13 +299,18 @@ def _scatter_rows(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
     def cost(tile):
         return item * math.prod(tile) * (run + c_in)
 
-    limit = min(get_workspace_limit() if limit is None else limit, ROW_TILE_BYTES)
+    limit = get_workspace_limit() if limit is None else limit
+    threads = _threads_within(limit, cost((1,) * (n_sp + 1)))
     shape = (x.shape[0], *geometry.in_sizes)
-    buf = None
-    with _small_ufunc_buffers():
-        for tile in split_tiles(shape, cost, limit):
-            buf = _rows_tile(x, tile, w, out, buf, geometry, c_in, cdtype, run, row_len,
-                             n_blocks, gw, c_out)
+    tiles = list(split_tiles(shape, cost, min(limit // threads, ROW_TILE_BYTES)))
+    state = threading.local()  # each thread's GEMM buffer
+
+    def work(tile):
+        with _small_ufunc_buffers():  # a per-thread (context) setting
+            state.buf = _rows_tile(x, tile, w, out, getattr(state, "buf", None), geometry,
+                                   c_in, cdtype, run, row_len, n_blocks, gw, c_out)
+
+    _run_by_batch(work, tiles, threads)
     return out_grouped
 
 
@@ -396,7 +435,11 @@ def _phase_planes(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
     weights = {r: np.concatenate([w[t] for t, _ in taps]).astype(cdtype, copy=False)
                for r, taps in phases.items()}  # (taps * O, I)
     inner = tuple(slice(0, n) for n in geometry.in_sizes)
-    for (tile,) in split_tiles((out.shape[0],), cost, min(limit, PHASE_TILE_BYTES)):
+    threads = _threads_within(limit, cost((1,)))
+    tiles = list(split_tiles((out.shape[0],), cost, min(limit // threads, PHASE_TILE_BYTES)))
+
+    def work(tile_tuple):
+        (tile,) = tile_tuple
         n_t = tile.stop - tile.start
         xp = np.zeros((c_in, n_t, *widths), cdtype)
         xp[(slice(None), slice(None)) + inner] = x[:, tile]
@@ -416,7 +459,7 @@ def _phase_planes(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
             dst_index = [tile, slice(None)]
             for i in range(n_sp):
                 s = geometry.strides[i]
-                q_end = (geometry.out_sizes[i] - r[i] + s - 1) // s  # phase cells in the output
+                q_end = (geometry.out_sizes[i] - r[i] + s - 1) // s  # phase cells in output
                 qa, qb = max(0, q_mins[i]), min(q_end, q_mins[i] + widths[i])
                 if qa >= qb:
                     break
@@ -427,6 +470,8 @@ def _phase_planes(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
                 dst = out[tuple(dst_index)]
                 np.add(dst, np.moveaxis(src, 0, 1), out=dst)
             del cols, acc_plane
+
+    _run_by_batch(work, tiles, threads)
     return True
 
 
