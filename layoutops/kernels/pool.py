@@ -496,6 +496,14 @@ def _divisor_of(geom: Geometry, axes, ranges, ndim, count_include_pad: bool, dty
     return div
 
 
+def _power_of_two(v: float) -> bool:
+    """True for 2**k (k of either sign): dividing by it equals multiplying by 1/v exactly."""
+    if not math.isfinite(v) or v <= 0:
+        return False
+    mantissa, _ = math.frexp(v)
+    return mantissa == 0.5
+
+
 def _sum_pool(x, axes, geom, dtype, compute_dtype, transform, finish):
     """Shared driver of avg / lp pooling.
 
@@ -554,9 +562,13 @@ def avg_pool(
 
     def finish(acc, tile):
         if divisor_override is not None:
-            acc /= compute_dtype.type(divisor_override)
+            div = np.asarray(divisor_override, compute_dtype)
         else:
-            acc /= _divisor(geom, axes, tile, ndim, count_include_pad, compute_dtype)
+            div = _divisor(geom, axes, tile, ndim, count_include_pad, compute_dtype)
+        if div.ndim == 0 and _power_of_two(float(div)):
+            acc *= compute_dtype.type(1.0 / float(div))  # exact, and cheaper than a division
+        else:
+            acc /= div
 
     return _sum_pool(x, axes, geom, dtype, compute_dtype, None, finish)
 

@@ -9,6 +9,7 @@ the kernel size. The argument checks are all here, before any work; the computat
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -70,13 +71,22 @@ def _prepare(op: str, x, layout, n_spatial: int | None) -> tuple[np.ndarray, Lay
 def check_windows(op: str, geom: Geometry, spatial: str) -> None:
     """SPEC's pooling window rules: padding smaller than the effective kernel extent, and at
     least one in-bounds tap in every output window on every axis."""
+    problem = _window_problem(geom, spatial)
+    if problem is not None:
+        raise ValueError(f"`{op}`: {problem}")
+
+
+@functools.lru_cache(maxsize=512)
+def _window_problem(geom: Geometry, spatial: str) -> str | None:
+    """What breaks `check_windows`'s rules, or None (cached: a pool call's geometry repeats
+    from call to call, and the check cost as much as a small pool)."""
     for i, letter in enumerate(spatial):
         n_in, k, s, d = geom.in_sizes[i], geom.kernel_sizes[i], geom.strides[i], geom.dilations[i]
         pb, pe = geom.pads[i]
         extent = d * (k - 1) + 1
         if pb >= extent or pe >= extent:
-            raise ValueError(
-                f"`{op}`: padding along {letter!r} must be smaller than the effective kernel "
+            return (
+                f"padding along {letter!r} must be smaller than the effective kernel "
                 f"extent dilation*(kernel_size-1)+1={extent}, got {(pb, pe)}"
             )
         start = np.arange(geom.out_sizes[i], dtype=np.int64) * s - pb
@@ -84,11 +94,12 @@ def check_windows(op: str, geom: Geometry, spatial: str) -> None:
         ok = (first <= k - 1) & (start + first * d <= n_in - 1)
         if not ok.all():
             o = int(np.argmin(ok))
-            raise ValueError(
-                f"`{op}`: output window {o} along {letter!r} contains no input cell (it reads "
+            return (
+                f"output window {o} along {letter!r} contains no input cell (it reads "
                 f"positions {int(start[o])}, {int(start[o]) + d}, ... of an input of size "
                 f"{n_in} with padding {(pb, pe)}, kernel {k}, dilation {d}, stride {s})"
             )
+    return None
 
 
 def pool_geometry(
