@@ -45,6 +45,7 @@ from .threads import get_num_threads, parallel
 
 __all__ = [
     "pool_output_shape",
+    "avg_divisor",
     "plane_strides",
     "lowest_value",
     "tap_ranges",
@@ -472,9 +473,21 @@ def _axis_counts(geom: Geometry, i: int, o_lo: int, o_hi: int, lo: int, hi: int)
     return counts
 
 
-def _divisor(geom: Geometry, axes, tile, ndim, count_include_pad: bool, dtype):
+def avg_divisor(geom: Geometry, axes, tile, ndim, count_include_pad: bool, dtype):
     """The avg-pool divisor of a tile: the outer product of per-axis tap counts; a 0-d array
-    when every output of the tile has the same divisor (cached, read-only)."""
+    when every output of the tile has the same divisor (cached, read-only).
+
+    ``tile`` holds one slice per axis of the output; ``axes`` are the spatial ones.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.geometry import Geometry
+    >>> from layoutops.kernels.pool import avg_divisor
+    >>> g = Geometry(in_sizes=(4,), kernel_sizes=(3,), strides=(1,), dilations=(1,),
+    ...              pads=((1, 1),), out_sizes=(4,))
+    >>> avg_divisor(g, (0,), (slice(0, 4),), 1, False, "float32").tolist()
+    [2.0, 3.0, 3.0, 2.0]
+    """
     ranges = tuple((tile[ax].start, tile[ax].stop) for ax in axes)
     return _divisor_of(geom, tuple(axes), ranges, ndim, bool(count_include_pad), np.dtype(dtype))
 
@@ -564,7 +577,7 @@ def avg_pool(
         if divisor_override is not None:
             div = np.asarray(divisor_override, compute_dtype)
         else:
-            div = _divisor(geom, axes, tile, ndim, count_include_pad, compute_dtype)
+            div = avg_divisor(geom, axes, tile, ndim, count_include_pad, compute_dtype)
         if div.ndim == 0 and _power_of_two(float(div)):
             acc *= compute_dtype.type(1.0 / float(div))  # exact, and cheaper than a division
         else:

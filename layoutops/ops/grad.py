@@ -24,7 +24,7 @@ import numpy as np
 
 from ..kernels.geometry import Geometry
 from ..kernels.grad import bin_scatter, fold_padding, index_scatter, weight_grad, window_scatter
-from ..kernels.pool import _divisor
+from ..kernels.pool import avg_divisor
 from ..layouts import activation_layout
 from ._conv_common import (
     add_bias,
@@ -600,7 +600,7 @@ layout
         vals /= cdtype.type(override)
     else:
         full = tuple(slice(0, s) for s in vals.shape)
-        vals /= _divisor(geom, axes, full, vals.ndim, bool(count_include_pad), cdtype)
+        vals /= avg_divisor(geom, axes, full, vals.ndim, bool(count_include_pad), cdtype)
     grad = window_scatter(
         vals, axes, geom, tile_axes=(lay.batch_axis, lay.channel_axis), dtype=cdtype
     )
