@@ -16,6 +16,10 @@ of that axis per GEMM so that each GEMM's rows add into whole output rows as con
 computes each output phase (every ``s``-th cell) on zero-padded planes, where every tap adds
 as one contiguous shifted run, and adds each phase into its strided output view once.
 
+Both of those run the tiles of different samples as one pipeline per thread on
+single-threaded BLAS (`_run_by_batch`): tiles of one sample overlap in the output and stay in
+order on one thread, so the sums do not depend on the thread count.
+
 The geometry is a `Geometry` whose ``pads`` are *crops* ``(begin, end)`` of the full
 (uncropped) transposed-conv output — an ``end`` below 0 means positions appended at the end,
 which no tap reaches (they keep only the bias). ``out_sizes`` are the final sizes.
