@@ -111,6 +111,10 @@ GRID = {
                                    dilation=2, padding=2, mode="reflect"),
     "2d_wide_channels": _case(2, (5, 4), (3, 3), c_in=40, c_out=5, padding=1, n=1),
     "2d_1x1": _case(2, (4, 5), (1, 1), c_in=3, c_out=4),
+    "2d_1x1_groups_pad": _case(2, (5, 4), (1, 1), c_in=4, c_out=6, groups=2, padding=1),
+    "2d_1x1_s2": _case(2, (5, 6), (1, 1), c_in=3, c_out=4, stride=2),
+    "1d_1x1": _case(1, (7,), (1,), c_in=5, c_out=3),
+    "3d_1x1": _case(3, (3, 4, 5), (1, 1, 1), c_in=2, c_out=3, n=1),
     # 3-D
     "3d_plain": _case(3, (4, 5, 4), (2, 3, 2), n=1),
     "3d_stride_pad": _case(3, (5, 4, 6), (3, 2, 3), stride=(2, 1, 3), padding=(1, 0, 2), n=1),

@@ -372,6 +372,10 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
     BLAS threads another pipeline holds. Each output element is computed by one GEMM of
     one chunk, whatever the thread count.
     """
+    if math.prod(geometry.kernel_sizes) == 1 and all(s == 1 for s in geometry.strides):
+        res = _pointwise(block, wmat, form, tgt, cdtype)
+        if res is not None:
+            return res
     k = geometry.n_spatial
     n = block.shape[0]
     if form == "A":
@@ -421,6 +425,29 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
     else:
         part(chunks)
     return res
+
+
+def _pointwise(block, wmat, form, tgt, cdtype):
+    """A 1x1 kernel with unit strides: the block is its own column matrix, so one
+    (BLAS-threaded) GEMM per group on a view of it, with no copy (pointwise case of BENCH.md,
+    2 cores: 2.3x faster than the chunked column copy and GEMMs, A/B in one process).
+    ``None`` if the block's pixels are not one strided axis."""
+    if block.dtype != cdtype:
+        return None
+    n = block.shape[0]
+    if form == "A":
+        g, c = block.shape[1:3]
+        pix = block.shape[3:]
+        cols = _try_reshape(block, (n, g, c, math.prod(pix)))
+        if cols is None:
+            return None
+        return _matmul_into(wmat, cols, tgt, (n, g, wmat.shape[1], math.prod(pix)), pix)
+    g, c = block.shape[-2:]
+    pix = block.shape[1:-2]
+    cols = _try_reshape(block, (n * math.prod(pix), g, c))
+    if cols is None:
+        return None
+    return _matmul_b(cols.transpose(1, 0, 2), wmat, tgt, (n, *pix, g, wmat.shape[2]), cdtype)
 
 
 def _depth_columns(groups: int, geometry: Geometry) -> bool:
