@@ -182,3 +182,29 @@ def test_conv_transpose_batch_pipelines_match_reference(layout, in_hw, k, thread
     np.testing.assert_allclose(results[1], want, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(results[0], results[1])  # same sums, whatever the threads
     assert 2 in calls  # the two-thread run split the samples
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_pointwise_pixel_ranges_over_threads_match_reference(layout, groups, threads,
+                                                             monkeypatch):
+    """1x1 convs multiply views of the input in pixel ranges, one pipeline per thread; tiny
+    ranges force many of them."""
+    monkeypatch.setattr(kconv, "_POINTWISE_BYTES", 64)
+    calls = spy_parallel(monkeypatch, kconv)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 5, 7))
+    w = rng.standard_normal((6, 4 // groups, 1, 1))
+    want = conv_ref(x, w, strides=(1, 1), pads=((0, 0), (0, 0)), dilations=(1, 1),
+                    groups=groups)
+    xl = act_to(x, "NCHW", layout)
+    klayout = "OIHW" if layout == "NCHW" else "HWIO"
+    wl = kernel_to(w, klayout, "OIHW")
+    results = []
+    for n in (1, 2):
+        threads(n)
+        got = lo.conv2d(xl, wl, groups=groups, layout=layout, kernel_layout=klayout)
+        results.append(act_from(got, layout, "NCHW"))
+    np.testing.assert_allclose(results[1], want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(results[0], results[1])
+    assert 2 in calls

@@ -428,26 +428,76 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
 
 
 def _pointwise(block, wmat, form, tgt, cdtype):
-    """A 1x1 kernel with unit strides: the block is its own column matrix, so one
-    (BLAS-threaded) GEMM per group on a view of it, with no copy (pointwise case of BENCH.md,
-    2 cores: 2.3x faster than the chunked column copy and GEMMs, A/B in one process).
-    ``None`` if the block's pixels are not one strided axis."""
+    """A 1x1 kernel with unit strides: the block is its own column matrix, so GEMMs on views
+    of it, with no column copy (pointwise case of BENCH.md, 2 cores: 0.46x the time of the
+    chunked copy and GEMMs, A/B in one process). The pixels are cut into ranges that run as
+    one pipeline per thread on single-threaded BLAS, like the im2col chunks: a BLAS-threaded
+    GEMM would leave OpenBLAS's worker spinning for ~0.1 s, and a pipelined conv right after
+    it ran 2-3x slower (resnet 3x3 13 -> 26 ms). ``None`` if the block's pixels are not one
+    strided axis."""
     if block.dtype != cdtype:
         return None
     n = block.shape[0]
     if form == "A":
         g, c = block.shape[1:3]
         pix = block.shape[3:]
-        cols = _try_reshape(block, (n, g, c, math.prod(pix)))
-        if cols is None:
+        npix = math.prod(pix)
+        cols = _try_reshape(block, (n, g, c, npix))
+        o = wmat.shape[1]
+        res = tgt if tgt is not None else np.empty((n, g, o, *pix), dtype=cdtype)
+        out = _try_reshape(res, (n, g, o, npix))
+        if cols is None or out is None:
             return None
-        return _matmul_into(wmat, cols, tgt, (n, g, wmat.shape[1], math.prod(pix)), pix)
-    g, c = block.shape[-2:]
-    pix = block.shape[1:-2]
-    cols = _try_reshape(block, (n * math.prod(pix), g, c))
-    if cols is None:
-        return None
-    return _matmul_b(cols.transpose(1, 0, 2), wmat, tgt, (n, *pix, g, wmat.shape[2]), cdtype)
+        step = _pointwise_step(n * npix, g * (c + o) * block.itemsize)
+        chunks = [(ni, p0, min(npix, p0 + step)) for ni in range(n) for p0 in range(0, npix, step)]
+
+        def part(items):
+            for ni, p0, p1 in items:
+                dst = out[ni, :, :, p0:p1]
+                if _blasable(dst):
+                    np.matmul(wmat, cols[ni, :, :, p0:p1], out=dst)
+                else:
+                    dst[...] = np.matmul(wmat, cols[ni, :, :, p0:p1])
+    else:
+        g, c = block.shape[-2:]
+        pix = block.shape[1:-2]
+        rows = n * math.prod(pix)
+        cols = _try_reshape(block, (rows, g, c))
+        o = wmat.shape[2]
+        res = tgt if tgt is not None else np.empty((n, *pix, g, o), dtype=cdtype)
+        out = _try_reshape(res, (rows, g, o))
+        if cols is None or out is None:
+            return None
+        cols, out = cols.transpose(1, 0, 2), out.transpose(1, 0, 2)  # (G, rows, c|o)
+        step = _pointwise_step(rows, g * (c + o) * block.itemsize)
+        chunks = [(0, r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+        def part(items):
+            for _, r0, r1 in items:
+                dst = out[:, r0:r1]
+                if _blasable(dst):
+                    np.matmul(cols[:, r0:r1], wmat, out=dst)
+                else:
+                    dst[...] = np.matmul(cols[:, r0:r1], wmat)
+    threads = min(get_num_threads(), len(chunks))
+    if threads > 1:
+        with blas.single_threaded():
+            parallel(part, chunks, threads)
+    else:
+        part(chunks)
+    return res
+
+
+#: bytes of input and output pixels per GEMM of `_pointwise` (a pixel range per call; 1 MiB
+#: measured 14% slower than 4 on the pointwise case, 8 MiB 1-4% faster)
+_POINTWISE_BYTES = 8 << 20
+
+
+def _pointwise_step(pixels: int, pixel_bytes: int) -> int:
+    """Pixels per `_pointwise` GEMM: `_POINTWISE_BYTES` of them, but at least one range per
+    thread, so that no GEMM runs on BLAS's own threads."""
+    step = max(1, _POINTWISE_BYTES // max(1, pixel_bytes))
+    return max(1, min(step, -(-pixels // get_num_threads())))
 
 
 def _depth_columns(groups: int, geometry: Geometry) -> bool:
