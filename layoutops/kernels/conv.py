@@ -356,6 +356,10 @@ _CHUNK_BYTES = 2 << 20
 #: stride-2 case (256 outputs) measured 5-10% slower with 8 MiB chunks, so wide GEMMs keep 2
 _THIN_CHUNK_BYTES = 8 << 20
 _THIN_O = 64
+#: channels-last chunks are cut by samples and rows before groups: a chunk holding every
+#: group writes whole output pixels (G * O values) while they are in cache, where a run of
+#: groups writes O of every G * O (grouped case of BENCH.md 3-5% faster, 9-round A/B)
+_GROUPS_LAST = True
 #: ... unless the kernel is larger than this fraction of the tile's columns: each chunk's
 #: GEMM reads the whole kernel again (late 3x3 of BENCH.md: a 9 MiB kernel, 7 MiB of
 #: columns), so such tiles stay one BLAS-threaded GEMM
@@ -393,15 +397,19 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
     chunk_bytes = _THIN_CHUNK_BYTES if o <= _THIN_O else _CHUNK_BYTES
     if wmat.size * itemsize > _KERNEL_SHARE * col_bytes or col_bytes <= chunk_bytes:
         return _im2col_tile(block, wmat, geometry, form, tgt, cdtype)
-    # groups per chunk, then samples, then rows, each halved until a chunk fits
+    # groups per chunk (channels-last: last), then samples, then rows, each halved until a
+    # chunk fits
     gc, nc, rc = g, n, pix[0]
+    groups_last = _GROUPS_LAST and form == "B"
     while gc * nc * rc * row_bytes > chunk_bytes:
-        if gc > 1:
+        if gc > 1 and not (groups_last and (nc > 1 or rc > 1)):
             gc = (gc + 1) // 2
         elif nc > 1:
             nc = (nc + 1) // 2
         elif rc > 1:
             rc = (rc + 1) // 2
+        elif gc > 1:
+            gc = (gc + 1) // 2
         else:
             break
     chunks = [
