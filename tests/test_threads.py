@@ -8,6 +8,7 @@ from pool_reference import avg_pool as ref_avg_pool
 from pool_reference import max_pool as ref_max_pool
 
 import layoutops as lo
+from layoutops.kernels import blas as kblas
 from layoutops.kernels import conv as kconv
 from layoutops.kernels import pool as kpool
 from layoutops.kernels.threads import get_num_threads, set_num_threads
@@ -39,7 +40,7 @@ def threads():
 def test_grouped_conv_pipelines_match_reference(layout, shape, threads, monkeypatch):
     monkeypatch.setattr(kconv, "_CHUNK_BYTES", 256)  # many chunks: pipelines on both threads
     monkeypatch.setattr(kconv, "_THIN_CHUNK_BYTES", 256)
-    calls = spy_parallel(monkeypatch, kconv)
+    calls = spy_parallel(monkeypatch, kblas)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape)
     w = rng.standard_normal((8, 2, 3, 3))
@@ -110,7 +111,7 @@ def test_im2col_chunk_pipelines_match_reference(case, last, chunk, threads, monk
     shape, wshape, strides, pads, dilations, groups = case
     monkeypatch.setattr(kconv, "_CHUNK_BYTES", chunk)
     monkeypatch.setattr(kconv, "_THIN_CHUNK_BYTES", chunk)
-    calls = spy_parallel(monkeypatch, kconv)
+    calls = spy_parallel(monkeypatch, kblas)
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape)
     w = rng.standard_normal(wshape)
@@ -165,7 +166,7 @@ def test_conv_transpose_batch_pipelines_match_reference(layout, in_hw, k, thread
 
     monkeypatch.setattr(kct, "PHASE_TILE_BYTES", 1)  # one sample per tile
     monkeypatch.setattr(kct, "ROW_TILE_BYTES", 600)  # several row tiles per sample
-    calls = spy_parallel(monkeypatch, kct)
+    calls = spy_parallel(monkeypatch, kblas)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((5, 3, *in_hw))
     w = rng.standard_normal((3, 4, k, k))  # IOHW
@@ -191,7 +192,7 @@ def test_pointwise_pixel_ranges_over_threads_match_reference(layout, groups, thr
     """1x1 convs multiply views of the input in pixel ranges, one pipeline per thread; tiny
     ranges force many of them."""
     monkeypatch.setattr(kconv, "_POINTWISE_BYTES", 64)
-    calls = spy_parallel(monkeypatch, kconv)
+    calls = spy_parallel(monkeypatch, kblas)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 4, 5, 7))
     w = rng.standard_normal((6, 4 // groups, 1, 1))

@@ -25,7 +25,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["controllable", "single_threaded"]
+from .threads import get_num_threads, parallel
+
+__all__ = ["controllable", "pipelines", "single_threaded"]
 
 _NAMES = (
     ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
@@ -116,3 +118,25 @@ def single_threaded() -> Iterator[None]:
                 _STATE["depth"] -= 1
                 if _STATE["depth"] == 0:
                     setter(_STATE["saved"])
+
+
+def pipelines(fn, items, threads: int | None = None) -> None:
+    """``fn(part)`` on contiguous parts of ``items``, one per thread (`threads.parallel`),
+    with BLAS held to one thread while they run, so that each part's GEMMs stay on its own
+    core and leave no BLAS worker spinning afterwards. With one thread (or one item) ``fn``
+    runs here on all of ``items``, BLAS as it is.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.blas import pipelines
+    >>> seen = []
+    >>> pipelines(seen.extend, [1, 2, 3], threads=2)
+    >>> sorted(seen)
+    [1, 2, 3]
+    """
+    threads = min(get_num_threads() if threads is None else threads, len(items))
+    if threads > 1:
+        with single_threaded():
+            parallel(fn, items, threads)
+    else:
+        fn(items)

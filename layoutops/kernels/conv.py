@@ -89,7 +89,6 @@ from .threads import _CORES as _THREADS  # noqa: F401  (the pool's default size,
 from .threads import (
     _POOL,  # noqa: F401  (the per-process pool, for tests)
     get_num_threads,
-    parallel,
     parallel_copy,
 )
 from .threads import parallel as _parallel
@@ -426,12 +425,7 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
         part = _chunks_a(block, wmat, geometry, res, (gc, nc, rc), pix, cdtype)
     else:
         part = _chunks_b(block, wmat, geometry, res, (gc, nc, rc), pix, cdtype)
-    threads = min(get_num_threads(), len(chunks))
-    if threads > 1:
-        with blas.single_threaded():
-            parallel(part, chunks, threads)
-    else:
-        part(chunks)
+    blas.pipelines(part, chunks)
     return res
 
 
@@ -487,12 +481,7 @@ def _pointwise(block, wmat, form, tgt, cdtype):
                     np.matmul(cols[:, r0:r1], wmat, out=dst)
                 else:
                     dst[...] = np.matmul(cols[:, r0:r1], wmat)
-    threads = min(get_num_threads(), len(chunks))
-    if threads > 1:
-        with blas.single_threaded():
-            parallel(part, chunks, threads)
-    else:
-        part(chunks)
+    blas.pipelines(part, chunks)
     return res
 
 

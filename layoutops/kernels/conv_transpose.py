@@ -42,7 +42,7 @@ import opt_einsum
 from . import blas
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
-from .threads import get_num_threads, parallel
+from .threads import get_num_threads
 
 __all__ = ["conv_transpose_scatter", "tap_ranges"]
 
@@ -73,12 +73,7 @@ def _run_by_batch(work, tiles, threads: int) -> None:
             for tile in run:
                 work(tile)
 
-    threads = min(threads, len(runs))
-    if threads > 1:
-        with blas.single_threaded():
-            parallel(part, runs, threads)
-    else:
-        part(runs)
+    blas.pipelines(part, runs, threads)
 
 
 def _threads_within(limit: int, one_tile: int) -> int:
