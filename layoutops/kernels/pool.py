@@ -59,11 +59,13 @@ __all__ = [
 ]
 
 #: upper bound of the bytes one tile of a running reduction touches, so that the output tile
-#: it updates once per pass stays in cache (the workspace limit may be lower). 2 MiB (the L2
-#: is 4 MiB per core on the 2-core test machine) measured best with 2 threads: avg 2x2 s2
-#: channels-last 2.3 ms at 1 MiB, 1.65 at 2, 1.5 at 4; max 3x3 s2 channels-last 3.2 at 1-2
-#: MiB, 3.9 at 4 (larger tiles also mean fewer GIL hand-offs between the threads)
-CACHE_TILE_BYTES = 2 << 20
+#: it updates once per pass stays in cache (the workspace limit may be lower). Larger tiles
+#: mean fewer tiles and fewer GIL hand-offs between the threads, but with fewer than two
+#: tiles per thread the work runs on one thread. 4 MiB measured best with 2 threads on the
+#: quiet 2-core test machine (7-round A/B against 2 MiB: avg 2x2 s2 6-16% faster in both
+#: layouts, max 3x3 s2 of BENCH.md 2-3% faster; 8 MiB 24-32% slower on avg pool); an earlier,
+#: noisier machine had measured max 3x3 s2 channels-last 3.2 ms at 1-2 MiB and 3.9 at 4
+CACHE_TILE_BYTES = 4 << 20
 
 
 #: NumPy ufunc buffer (elements) while the separable passes run. With the default 8192 NumPy
