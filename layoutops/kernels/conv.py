@@ -1116,9 +1116,11 @@ def _run_per_tap_gather(block, wtaps, geometry, form, tgt, cdtype):
 #: elements of one accumulation chunk of the direct strategy (stays in L2 with its scratch)
 _DIRECT_CHUNK = 2**15
 #: elements per chunk of the channels-last row runs (split over threads: larger chunks keep
-#: the GIL hand-offs rare; 2**16 measured 3-10% faster than 2**17 and 20-40% faster than
-#: 2**14 or 2**18 on the depthwise case of BENCH.md, stride 1 and 2, 1 thread)
-_DIRECT_ROWS_CHUNK = 2**16
+#: the GIL hand-offs rare). On one thread 2**16 had measured 3-10% faster than 2**17 and
+#: 20-40% faster than 2**14 or 2**18 (depthwise case of BENCH.md, stride 1 and 2); with two
+#: threads, since the per-term Python work is gone, 2**17 is 6% faster than 2**16 and 2**15
+#: 17% slower (5-round A/B, quiet 2-core machine)
+_DIRECT_ROWS_CHUNK = 2**17
 
 
 def _run_direct(block, wk, geometry, form, tgt, cdtype):
