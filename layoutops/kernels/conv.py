@@ -60,7 +60,8 @@ Strategies (``algorithm=``):
 
 Threads: ``im2col`` tiles whose columns exceed `_CHUNK_BYTES` (2 MiB; 8 MiB for GEMMs
 with at most 64 outputs per group, `_THIN_CHUNK_BYTES`) are cut into
-cache-sized chunks (runs of groups, then samples, then output rows) that run as one pipeline
+cache-sized chunks (runs of groups, then samples, then output rows; channels-last cuts
+groups last) that run as one pipeline
 per thread of the small per-process pool of `layoutops.kernels.threads` (as many threads as
 the process may run on, at most 8; ``LAYOUTOPS_NUM_THREADS`` or ``threads.set_num_threads``
 sets it), with NumPy's BLAS held to one thread meanwhile (`layoutops.kernels.blas`): each
@@ -369,7 +370,8 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
     """`_im2col_tile` on cache-sized chunks of the tile, run as one pipeline per thread.
 
     The chunks are runs of groups, then samples, then outermost output rows (the block rows
-    they read), cut until a chunk's columns hold about `_CHUNK_BYTES`. Each thread copies the
+    they read; channels-last cuts groups last, `_GROUPS_LAST`), cut until a chunk's columns
+    hold about `_CHUNK_BYTES` (`_THIN_CHUNK_BYTES` for thin GEMMs). Each thread copies the
     columns of its chunks and runs their GEMMs on single-threaded BLAS (`blas.
     single_threaded`): the copies run on every core, out of cache, and no GEMM waits for
     BLAS threads another pipeline holds. Each output element is computed by one GEMM of
