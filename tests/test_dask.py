@@ -318,6 +318,31 @@ def test_default_layout_is_resolved_at_call_time():
     _check(y, want)  # computed outside the context: the blocks still use NHWC
 
 
+def test_workspace_limit_block_is_resolved_at_call_time():
+    """A ``with lo.workspace_limit(...)`` block around the call reaches the blocks, which
+    dask computes later, outside it and on its own threads."""
+    import functools
+
+    seen = []
+
+    @functools.wraps(lo.avg_pool)
+    def recording(x, *args, **kwargs):
+        seen.append(lo.get_workspace_limit())
+        return lo.avg_pool(x, *args, **kwargs)
+
+    x = da.from_array(np.arange(2 * 3 * 8 * 8, dtype=np.float64).reshape(2, 3, 8, 8),
+                      chunks=(1, 3, 4, 4))
+    with lo.workspace_limit(2**20):
+        y = dask_support.dask_call("avg_pool", recording, x, 2)
+    z = dask_support.dask_call("avg_pool", recording, x, 2)  # no override: the process value
+    seen.clear()
+    y.compute(scheduler="threads")
+    assert len(seen) == 8 and set(seen) == {2**20}
+    seen.clear()
+    z.compute(scheduler="threads")
+    assert len(seen) == 8 and set(seen) == {lo.get_workspace_limit()} != {2**20}
+
+
 def test_float32_and_uint8_dtypes():
     fn, call = _public("conv", "conv")
     rng = np.random.default_rng(4)

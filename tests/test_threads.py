@@ -209,3 +209,15 @@ def test_pointwise_pixel_ranges_over_threads_match_reference(layout, groups, thr
     np.testing.assert_allclose(results[1], want, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(results[0], results[1])
     assert 2 in calls
+
+
+def test_parallel_parts_see_the_callers_context(threads):
+    """Work handed to the pool's threads runs in a copy of the caller's context, so a
+    ``with lo.workspace_limit(...)`` block holds there too."""
+    from layoutops.kernels.threads import parallel
+
+    threads(2)
+    seen = []
+    with lo.workspace_limit(2**20):
+        parallel(lambda part: seen.extend(lo.get_workspace_limit() for _ in part), [1, 2, 3, 4])
+    assert len(seen) == 4 and set(seen) == {2**20}

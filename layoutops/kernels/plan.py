@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 __all__ = [
     "DEFAULT_WORKSPACE_BYTES",
     "get_workspace_limit",
+    "local_workspace_limit",
     "set_workspace_limit",
     "workspace_limit",
     "split_tiles",
@@ -40,6 +41,23 @@ def get_workspace_limit() -> int:
     """
     local = _LOCAL_LIMIT.get()
     return _GLOBAL_LIMIT[0] if local is None else local
+
+
+def local_workspace_limit() -> int | None:
+    """The limit a ``with workspace_limit(...)`` block sets here, or None outside any (for
+    work handed to other threads or processes, which do not inherit the context).
+
+    Examples
+    --------
+    >>> import layoutops as lo
+    >>> from layoutops.kernels.plan import local_workspace_limit
+    >>> local_workspace_limit() is None
+    True
+    >>> with lo.workspace_limit(2**20):
+    ...     print(local_workspace_limit())
+    1048576
+    """
+    return _LOCAL_LIMIT.get()
 
 
 def _check(nbytes) -> int:

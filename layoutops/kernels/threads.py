@@ -15,6 +15,7 @@ inside a part of `parallel` is not split again (`get_num_threads` is 1 there).
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -107,7 +108,11 @@ def parallel(fn: Callable[[Sequence], object], items: Sequence, threads: int | N
         return
     size = -(-len(items) // threads)
     parts = [items[i : i + size] for i in range(0, len(items), size)]
-    futures = [_pool().submit(_inside, fn, part) for part in parts[1:]]
+    # each part runs in a copy of the caller's context: its contextvars (a
+    # ``workspace_limit`` block, NumPy's ufunc buffer size) hold there too
+    futures = [
+        _pool().submit(contextvars.copy_context().run, _inside, fn, part) for part in parts[1:]
+    ]
     try:
         _inside(fn, parts[0])
     finally:

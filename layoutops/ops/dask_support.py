@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..kernels.plan import local_workspace_limit, workspace_limit
 from ..kernels.window import source_indices
 from ..layouts import Layout, activation_layout, kernel_layout
 from ._params import conv_geometry, normalize_tuple
@@ -239,8 +240,15 @@ class _BlockCall:
     out_channel_axis: int = 1
     dtype: object = None
     indices: tuple | None = None  # max-pool indices: (block offsets, block sizes, global sizes)
+    workspace: int | None = None  # a `workspace_limit` in force when the op was called
 
     def __call__(self, *args):
+        if self.workspace is None:
+            return self._run(args)
+        with workspace_limit(self.workspace):
+            return self._run(args)
+
+    def _run(self, args):
         consts = dict(zip(self.const_names, args[: len(self.const_names)], strict=True))
         pieces = list(args[len(self.const_names) :])
         shape = list(self.out_shape)
@@ -548,6 +556,7 @@ def _block_call(plan: _Plan, blocks, reads, out_pos) -> _BlockCall:
         out_channel_axis=out_pos["C"],
         dtype=plan.out_dtypes[0],
         indices=indices,
+        workspace=local_workspace_limit(),
     )
 
 
