@@ -52,6 +52,14 @@ from .ops.grad import (
     lp_pool_backward,
     max_pool_backward,
 )
+from .ops.grad_derived import (
+    fold_backward,
+    global_avg_pool_backward,
+    global_lp_pool_backward,
+    global_max_pool_backward,
+    max_unpool_backward,
+    unfold_backward,
+)
 from .ops.patches import fold, unfold
 from .ops.pool import (
     adaptive_avg_pool,
