@@ -86,6 +86,7 @@ import numpy as np
 from . import blas
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
+from .scratch import scratch
 from .threads import _CORES as _THREADS  # noqa: F401  (the pool's default size, for tests)
 from .threads import (
     _POOL,  # noqa: F401  (the per-process pool, for tests)
@@ -246,7 +247,8 @@ def conv_forward(
         )
         xs = [slice(None)] * x_grouped.ndim
         xs[n_axis] = tile[0]
-        block = padded_block(x_grouped[tuple(xs)], x_axes, spans, mode=mode, dtype=cast)
+        block = padded_block(x_grouped[tuple(xs)], x_axes, spans, mode=mode, dtype=cast,
+                             scratch_slot="conv block")
         # the block in canonical letters: N G C *S (form A) or N *S G C (form B): views
         blk_letters = "NGC" + spatial if form == "A" else "N" + spatial + "GC"
         block = block.transpose([x_letters.index(c) for c in blk_letters])
@@ -576,10 +578,10 @@ def _chunks_b(block, wmat, geometry, res, sizes, pix, cdtype):
     rest_in = block.shape[2 : 1 + k]  # the block's spatial sizes after the first
 
     def part(items):
-        buf = np.empty(gc * nc * rc * p_in * kc_, dtype=cdtype)
+        buf = scratch("im2col columns", gc * nc * rc * p_in * kc_, cdtype)
         stage = None
         if runs:
-            stage = np.empty(gc * nc * rows_in * math.prod(rest_in) * c, dtype=cdtype)
+            stage = scratch("im2col stage", gc * nc * rows_in * math.prod(rest_in) * c, cdtype)
         for gs, ns, rs in items:
             ge, ne, re_ = min(gs + gc, g), ns + nc, min(rs + rc, pix[0])
             ne = min(ne, res.shape[0])
@@ -659,7 +661,7 @@ def _chunks_a(block, wmat, geometry, res, sizes, pix, cdtype):
     kidx = (slice(None),) * k
 
     def part(items):
-        buf = np.empty(gc * nc * rc * p_in * ck, dtype=cdtype)
+        buf = scratch("im2col columns", gc * nc * rc * p_in * ck, cdtype)
         for gs, ns, rs in items:
             ge, ne, re_ = min(gs + gc, g), min(ns + nc, res.shape[0]), min(rs + rc, pix[0])
             gn, nn, m = ge - gs, ne - ns, (re_ - rs) * p_in

@@ -9,8 +9,12 @@ view with one window axis per spatial axis appended at the end, in the layout's 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from .scratch import scratch
 
 __all__ = ["source_indices", "padded_block", "window_view", "PAD_MODES"]
 
@@ -62,6 +66,7 @@ def padded_block(
     mode: str = "constant",
     fill=0,
     dtype=None,
+    scratch_slot: str | None = None,
 ) -> np.ndarray:
     """``x`` restricted to ``[lo, hi)`` along each of ``axes``, padded where a span leaves ``x``.
 
@@ -82,6 +87,10 @@ def padded_block(
         The value of padded cells in ``constant`` mode.
     dtype : dtype, optional
         The dtype of the result (the copy casts once).
+    scratch_slot : str, optional
+        Build a constant-mode copy in this thread's scratch buffer of that name
+        (`layoutops.kernels.scratch`): valid until the slot is asked for again, so only for
+        a block the caller uses up before its next request.
 
     Examples
     --------
@@ -114,7 +123,11 @@ def padded_block(
             b = max(a, b)
             src[ax] = slice(a, b)
             dst[ax] = slice(a - lo, b - lo)
-        out = np.full(shape, fill, dtype=dtype)
+        if scratch_slot is None:
+            out = np.full(shape, fill, dtype=dtype)
+        else:
+            out = scratch(scratch_slot, math.prod(shape), dtype).reshape(shape)
+            out.fill(fill)
         out[tuple(dst)] = x[tuple(src)]
         return out
     # reflect / replicate / circular: gather from the bounding box of the sources, axis by axis

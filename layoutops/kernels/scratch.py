@@ -1,0 +1,81 @@
+"""Per-thread scratch buffers that the kernels reuse from call to call.
+
+A pipelined kernel asks for a few MiB of scratch per thread and call (the column chunks of
+``im2col``). Allocated fresh each time, that memory is often handed back to the operating
+system on free (glibc trims the heaps of non-main threads) and faulted in again, page by
+page, on the next call: on the 2-core test VM the resnet 3x3 conv of BENCH.md took ~2400
+page faults per call at ~3 us each, 19-20 ms instead of 10-12 ms. Keeping each thread's
+buffer between calls removes that.
+
+Each thread keeps one buffer per *slot* (a name the call site chooses), grown to the largest
+size asked for, up to `MAX_CACHED_BYTES`; larger requests get a fresh array. A slot's buffer
+is valid until the same thread asks for that slot again, so a call site must not hand it out
+(results are never scratch) nor ask for its slot twice at once. `release` frees the calling
+thread's buffers; they are also freed when the thread ends.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+__all__ = ["MAX_CACHED_BYTES", "scratch", "release", "cached_bytes"]
+
+#: the largest buffer a thread keeps between calls (bytes); larger requests are not cached
+MAX_CACHED_BYTES = 16 << 20
+
+_LOCAL = threading.local()
+
+
+def _buffers() -> dict:
+    buffers = getattr(_LOCAL, "buffers", None)
+    if buffers is None:
+        buffers = _LOCAL.buffers = {}
+    return buffers
+
+
+def scratch(slot: str, size: int, dtype) -> np.ndarray:
+    """An uninitialized flat array of ``size`` elements of ``dtype`` from this thread's
+    buffer for ``slot`` (valid until this thread asks for ``slot`` again).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.scratch import scratch
+    >>> a = scratch("doc", 10, np.float32)
+    >>> b = scratch("doc", 4, np.float64)
+    >>> a.shape, b.shape, np.shares_memory(a, b)
+    ((10,), (4,), True)
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(size) * dtype.itemsize
+    if nbytes > MAX_CACHED_BYTES:
+        return np.empty(size, dtype)
+    buffers = _buffers()
+    buf = buffers.get(slot)
+    if buf is None or buf.nbytes < nbytes + 64:
+        # 64 extra bytes: every view starts on a 64-byte boundary
+        buf = buffers[slot] = np.empty(max(nbytes, 1) + 64, np.uint8)
+    start = (-buf.ctypes.data) % 64
+    return buf[start : start + nbytes].view(dtype)
+
+
+def cached_bytes() -> int:
+    """Bytes of scratch the calling thread keeps.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.scratch import cached_bytes, release, scratch
+    >>> _ = scratch("doc", 1000, "float32")
+    >>> cached_bytes() >= 4000
+    True
+    >>> release(); cached_bytes()
+    0
+    """
+    return sum(buf.nbytes for buf in _buffers().values())
+
+
+def release() -> None:
+    """Free the calling thread's scratch buffers."""
+    _buffers().clear()

@@ -1,0 +1,67 @@
+"""Per-thread scratch buffers (kernels/scratch.py): reused within a thread, separate between
+threads, bounded, and never part of a result."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import layoutops as lo
+from layoutops.kernels import conv as kconv
+from layoutops.kernels import scratch as ks
+
+
+def test_slot_reuse_alignment_and_growth():
+    ks.release()
+    a = ks.scratch("t", 100, np.float32)
+    assert a.ctypes.data % 64 == 0 and a.shape == (100,)
+    b = ks.scratch("t", 50, np.float64)  # same slot, fits: the same memory
+    assert np.shares_memory(a, b)
+    c = ks.scratch("t", 10_000, np.float32)  # grows: a new buffer
+    assert c.shape == (10_000,) and not np.shares_memory(a, c)
+    d = ks.scratch("other", 100, np.float32)  # another slot: other memory
+    assert not np.shares_memory(c, d)
+    assert ks.cached_bytes() >= 10_000 * 4 + 400
+    ks.release()
+    assert ks.cached_bytes() == 0
+
+
+def test_large_requests_are_not_cached():
+    ks.release()
+    big = ks.scratch("t", ks.MAX_CACHED_BYTES // 4 + 1, np.float32)
+    assert big.nbytes > ks.MAX_CACHED_BYTES and ks.cached_bytes() == 0
+
+
+def test_threads_get_their_own_buffers():
+    ks.release()
+    mine = ks.scratch("t", 100, np.float32)
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(ks.scratch("t", 100, np.float32)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(mine, theirs[0])
+
+
+@pytest.mark.parametrize(
+    "layout,shape,wshape,kw",
+    [
+        ("NCHW", (2, 8, 9, 7), (8, 8, 3, 3), dict(padding=1)),  # padded block, im2col chunks
+        ("NHWC", (2, 9, 7, 8), (3, 3, 8, 8), dict(padding=1)),
+        ("NHWC", (2, 9, 7, 8), (3, 3, 2, 8), dict(padding=1, groups=4)),  # staged groups
+        ("NCHW", (2, 8, 6, 5), (4, 8, 1, 1), {}),  # 1x1: views of the input
+        ("NDHWC", (2, 4, 5, 6, 3), (3, 3, 3, 3, 4), dict(padding=1)),  # 3-D depth columns
+    ],
+)
+def test_results_never_alias_scratch(layout, shape, wshape, kw, monkeypatch):
+    """A second call with the same shapes reuses every scratch buffer; the first result must
+    not change."""
+    monkeypatch.setattr(kconv, "_CHUNK_BYTES", 512)
+    monkeypatch.setattr(kconv, "_THIN_CHUNK_BYTES", 512)
+    rng = np.random.default_rng(0)
+    klayout = {"NCHW": "OIHW", "NHWC": "HWIO", "NDHWC": "DHWIO"}[layout]
+    w = rng.standard_normal(wshape)
+    first = lo.conv(rng.standard_normal(shape), w, layout=layout, kernel_layout=klayout, **kw)
+    kept = first.copy()
+    second = lo.conv(rng.standard_normal(shape), w, layout=layout, kernel_layout=klayout, **kw)
+    np.testing.assert_array_equal(first, kept)
+    assert not np.shares_memory(first, second)
