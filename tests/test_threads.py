@@ -40,6 +40,7 @@ def threads():
 def test_grouped_conv_pipelines_match_reference(layout, shape, threads, monkeypatch):
     monkeypatch.setattr(kconv, "_CHUNK_BYTES", 256)  # many chunks: pipelines on both threads
     monkeypatch.setattr(kconv, "_THIN_CHUNK_BYTES", 256)
+    monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
     calls = spy_parallel(monkeypatch, kblas)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape)
@@ -111,6 +112,7 @@ def test_im2col_chunk_pipelines_match_reference(case, last, chunk, threads, monk
     shape, wshape, strides, pads, dilations, groups = case
     monkeypatch.setattr(kconv, "_CHUNK_BYTES", chunk)
     monkeypatch.setattr(kconv, "_THIN_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
     calls = spy_parallel(monkeypatch, kblas)
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape)

@@ -69,8 +69,9 @@ thread copies a chunk's columns into its own buffer and multiplies them while th
 its core's cache. Steady state on the 2-core test machine (fresh process per setting,
 min/median of 11): resnet 3x3 of BENCH.md channels-first 34.5/36.0 -> 25.4/27.3 ms,
 channels-last 30.7/32.7 -> 21.9/23.6 ms; grouped 5.8/6.0 -> 3.8/4.1 ms and 8.2/8.4 ->
-4.7/5.3 ms. Tiles with a kernel larger than half their columns (late 3x3: each chunk would
-read the 9 MiB kernel again) or at most one chunk of columns stay one BLAS-threaded GEMM.
+4.7/5.3 ms. Only tiles of at most 1 MiB of columns stay one GEMM on BLAS's own threading;
+larger ones get at least 4 chunks (`_MIN_SPLIT_BYTES`, `_MIN_CHUNKS`), so no GEMM here leaves
+BLAS's workers spinning for the next op.
 The channels-last direct strategy splits its rows. Each element is written by one thread:
 results do not depend on the thread count. Channels-first depthwise planes stay on one
 thread: two threads on planes that share the L2 cache measured slower.
@@ -362,10 +363,17 @@ _THIN_O = 64
 #: group writes whole output pixels (G * O values) while they are in cache, where a run of
 #: groups writes O of every G * O (grouped case of BENCH.md 3-5% faster, 9-round A/B)
 _GROUPS_LAST = True
-#: ... unless the kernel is larger than this fraction of the tile's columns: each chunk's
-#: GEMM reads the whole kernel again (late 3x3 of BENCH.md: a 9 MiB kernel, 7 MiB of
-#: columns), so such tiles stay one BLAS-threaded GEMM
-_KERNEL_SHARE = 0.5
+#: tiles with fewer column bytes than this run as one GEMM on BLAS's own threading (OpenBLAS
+#: keeps such small products on one thread); larger ones are cut into at least `_MIN_CHUNKS`
+#: chunks, so that no GEMM here runs on BLAS's threads (up to 4 cores): those keep spinning
+#: for ~0.1 s after the call and slow whatever pipelines come next. Kernel-heavy tiles (the
+#: late 3x3 of BENCH.md: a 9 MiB kernel, 7 MiB of columns) used to stay one BLAS-threaded
+#: GEMM, 5-11% faster alone; in a ResNet-50 stage-4 bottleneck block (1x1, that 3x3, 1x1;
+#: NHWC, batch 8) the 1x1 conv after it then ran against the spinning workers, and the block
+#: took 18.6-18.7 ms against 13.2-13.6 ms with the 3x3 pipelined too (7-round A/Bs, 2-core
+#: test machine)
+_MIN_SPLIT_BYTES = 1 << 20
+_MIN_CHUNKS = 4
 
 
 def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
@@ -398,8 +406,11 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
     row_bytes = math.prod(pix[1:]) * ck * itemsize  # columns of one output row, one group
     col_bytes = g * n * pix[0] * row_bytes
     chunk_bytes = _THIN_CHUNK_BYTES if o <= _THIN_O else _CHUNK_BYTES
-    if wmat.size * itemsize > _KERNEL_SHARE * col_bytes or col_bytes <= chunk_bytes:
+    if col_bytes <= _MIN_SPLIT_BYTES:
         return _im2col_tile(block, wmat, geometry, form, tgt, cdtype)
+    # at least _MIN_CHUNKS chunks, whatever the thread count (the split, and so the sums, must
+    # not depend on it)
+    chunk_bytes = min(chunk_bytes, -(-col_bytes // _MIN_CHUNKS))
     # groups per chunk (channels-last: last), then samples, then rows, each halved until a
     # chunk fits
     gc, nc, rc = g, n, pix[0]
