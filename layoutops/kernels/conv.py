@@ -70,7 +70,7 @@ its core's cache. Steady state on the 2-core test machine (fresh process per set
 min/median of 11): resnet 3x3 of BENCH.md channels-first 34.5/36.0 -> 25.4/27.3 ms,
 channels-last 30.7/32.7 -> 21.9/23.6 ms; grouped 5.8/6.0 -> 3.8/4.1 ms and 8.2/8.4 ->
 4.7/5.3 ms. Only tiles of at most 1 MiB of columns stay one GEMM on BLAS's own threading;
-larger ones get at least 4 chunks (`_MIN_SPLIT_BYTES`, `_MIN_CHUNKS`), so no GEMM here leaves
+larger ones get at least 2 chunks (`_MIN_SPLIT_BYTES`, `_MIN_CHUNKS`), so no GEMM here leaves
 BLAS's workers spinning for the next op.
 The channels-last direct strategy splits its rows. Each element is written by one thread:
 results do not depend on the thread count. Channels-first depthwise planes stay on one
@@ -365,7 +365,7 @@ _THIN_O = 64
 _GROUPS_LAST = True
 #: tiles with fewer column bytes than this run as one GEMM on BLAS's own threading (OpenBLAS
 #: keeps such small products on one thread); larger ones are cut into at least `_MIN_CHUNKS`
-#: chunks, so that no GEMM here runs on BLAS's threads (up to 4 cores): those keep spinning
+#: chunks, so that no GEMM here runs on BLAS's threads (2 cores busy at least): those keep spinning
 #: for ~0.1 s after the call and slow whatever pipelines come next. Kernel-heavy tiles (the
 #: late 3x3 of BENCH.md: a 9 MiB kernel, 7 MiB of columns) used to stay one BLAS-threaded
 #: GEMM, 5-11% faster alone; in a ResNet-50 stage-4 bottleneck block (1x1, that 3x3, 1x1;
@@ -373,7 +373,7 @@ _GROUPS_LAST = True
 #: took 18.6-18.7 ms against 13.2-13.6 ms with the 3x3 pipelined too (7-round A/Bs, 2-core
 #: test machine)
 _MIN_SPLIT_BYTES = 1 << 20
-_MIN_CHUNKS = 4
+_MIN_CHUNKS = 2
 
 
 def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
