@@ -365,8 +365,8 @@ _THIN_O = 64
 _GROUPS_LAST = True
 #: tiles with fewer column bytes than this run as one GEMM on BLAS's own threading (OpenBLAS
 #: keeps such small products on one thread); larger ones are cut into at least `_MIN_CHUNKS`
-#: chunks, so that no GEMM here runs on BLAS's threads (2 cores busy at least): those keep spinning
-#: for ~0.1 s after the call and slow whatever pipelines come next. Kernel-heavy tiles (the
+#: chunks (whatever the thread count), so no GEMM here runs on BLAS's threads: those spin
+#: on for ~0.1 s after the call and slow whatever pipelines come next. Kernel-heavy tiles (the
 #: late 3x3 of BENCH.md: a 9 MiB kernel, 7 MiB of columns) used to stay one BLAS-threaded
 #: GEMM, 5-11% faster alone; in a ResNet-50 stage-4 bottleneck block (1x1, that 3x3, 1x1;
 #: NHWC, batch 8) the 1x1 conv after it then ran against the spinning workers, and the block
