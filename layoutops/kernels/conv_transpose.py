@@ -34,7 +34,6 @@ import contextlib
 import functools
 import itertools
 import math
-import threading
 
 import numpy as np
 import opt_einsum
@@ -42,6 +41,7 @@ import opt_einsum
 from . import blas
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
+from .scratch import scratch
 from .threads import get_num_threads
 
 __all__ = ["conv_transpose_scatter", "tap_ranges"]
@@ -302,12 +302,11 @@ def _scatter_rows(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
     threads = _threads_within(limit, cost((1,) * (n_sp + 1)))
     shape = (x.shape[0], *geometry.in_sizes)
     tiles = list(split_tiles(shape, cost, min(limit // threads, ROW_TILE_BYTES)))
-    state = threading.local()  # each thread's GEMM buffer
 
     def work(tile):
         with _small_ufunc_buffers():  # a per-thread (context) setting
-            state.buf = _rows_tile(x, tile, w, out, getattr(state, "buf", None), geometry,
-                                   c_in, cdtype, run, row_len, n_blocks, gw, c_out)
+            _rows_tile(x, tile, w, out, geometry, c_in, cdtype, run, row_len, n_blocks, gw,
+                       c_out)
 
     _run_by_batch(work, tiles, threads)
     return out_grouped
@@ -326,25 +325,22 @@ def _small_ufunc_buffers(size: int = 16):
         np.setbufsize(old)
 
 
-def _rows_tile(x, tile, w, out, buf, geometry, c_in, cdtype, run, row_len, n_blocks, gw,
-               c_out):
-    """One input tile of `_scatter_rows`; returns the (possibly grown) GEMM buffer."""
+def _rows_tile(x, tile, w, out, geometry, c_in, cdtype, run, row_len, n_blocks, gw, c_out):
+    """One input tile of `_scatter_rows`, its GEMM output in this thread's scratch."""
     n_sp = geometry.n_spatial
     s_last, d_last = geometry.strides[-1], geometry.dilations[-1]
     crop_last = geometry.pads[-1][0]
     x_tile = x[tile]
     m = math.prod(x_tile.shape[:-1])
     if m == 0:
-        return buf
+        return
     x2 = x_tile.reshape(m, c_in)
     if x2.dtype != cdtype:
         x2 = x2.astype(cdtype)
     outer = [tap_ranges(geometry, i, sl.start, sl.stop) for i, sl in enumerate(tile[1:-1])]
     if any(not r for r in outer):
-        return buf
-    if buf is None or buf.size < m * run:
-        buf = np.empty(m * run, cdtype)
-    cols = buf[: m * run].reshape(m, run)
+        return
+    cols = scratch("conv_transpose rows", m * run, cdtype).reshape(m, run)
     src_rows = cols.reshape(*x_tile.shape[:-2], -1)  # (n, in_outer..., W_t * run)
     i0 = tile[-1].start
     src_len = src_rows.shape[-1]
@@ -366,7 +362,6 @@ def _rows_tile(x, tile, w, out, buf, geometry, c_in, cdtype, run, row_len, n_blo
             dst_index[-1] = slice(a + off, z + off)
             dst = out[tuple(dst_index)]
             np.add(dst, src_rows[tuple(src_index)], out=dst)
-    return buf
 
 
 #: bytes of one batch tile of `_phase_planes` (padded input, one phase's GEMM output, its
