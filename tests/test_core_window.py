@@ -60,6 +60,32 @@ def test_padded_block_matches_reference(mode, spans, axes):
         assert block[idx] == (x[tuple(src)] if inside else -7.0)
 
 
+@pytest.mark.parametrize("slot", [None, "test borders"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+@pytest.mark.parametrize(("shape", "axes", "spans"), [
+    ((3, 2, 5, 6), (2, 3), ((-1, 6), (-1, 7))),  # one cell each side: row-pair items
+    ((3, 2, 5, 6), (2, 3), ((0, 5), (-2, 6))),  # left border only
+    ((3, 2, 5, 6), (2, 3), ((-1, 5), (0, 9))),  # right border only (3 cells)
+    ((2, 3, 4), (1, 2), ((-2, 6), (-3, 7))),  # wide borders
+    ((2, 3, 2), (2,), ((-4, 6),)),  # borders wider than the data
+    ((1, 4, 1), (1, 2), ((-1, 5), (-1, 2))),  # one column
+    ((2, 5, 3), (0, 2), ((-1, 3), (-1, 4))),  # the first axis padded too
+    ((300, 30, 40), (1, 2), ((-1, 31), (-2, 41))),  # > 1 MiB: copied in pieces
+])
+def test_padded_block_constant_borders_match_np_pad(shape, axes, spans, dtype, slot):
+    x = np.arange(np.prod(shape)).reshape(shape).astype(dtype) + 1
+    pads = [(0, 0)] * len(shape)
+    box = [slice(None)] * len(shape)
+    for ax, (lo_, hi) in zip(axes, spans, strict=True):
+        pads[ax] = (max(-lo_, 0), max(hi - shape[ax], 0))
+        box[ax] = slice(max(lo_, 0), min(hi, shape[ax]))
+    for fill in (99, -3):  # the second call reuses a scratch buffer full of 99s
+        want = np.pad(x[tuple(box)], pads, constant_values=fill)
+        got = padded_block(x, axes, spans, fill=fill, scratch_slot=slot)
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == dtype
+
+
 def test_padded_block_is_a_view_inside_and_a_copy_outside():
     x = np.arange(30.0).reshape(5, 6)
     inside = padded_block(x, (0, 1), ((1, 4), (0, 6)))

@@ -124,11 +124,10 @@ def padded_block(
             src[ax] = slice(a, b)
             dst[ax] = slice(a - lo, b - lo)
         if scratch_slot is None:
-            out = np.full(shape, fill, dtype=dtype)
+            out = np.empty(shape, dtype=dtype)
         else:
             out = scratch(scratch_slot, math.prod(shape), dtype).reshape(shape)
-            out.fill(fill)
-        out[tuple(dst)] = x[tuple(src)]
+        _copy_padded(out, x[tuple(src)], axes, dst, fill)
         return out
     # reflect / replicate / circular: gather from the bounding box of the sources, axis by axis
     box = [slice(None)] * x.ndim
@@ -142,6 +141,67 @@ def padded_block(
     for ax, idx in picks:
         block = np.take(block, idx, axis=ax)
     return block.astype(dtype, copy=False)
+
+
+#: a padded copy runs piece by piece along its first axis, each piece's borders set right
+#: after its copy while its cache lines are hot (one 8x64x58x58 channels-first block:
+#: 0.73 -> 0.60 ms)
+PAD_PIECE_BYTES = 1 << 20
+
+
+def _copy_padded(out: np.ndarray, src: np.ndarray, axes, inner: list, fill) -> None:
+    """``out[inner] = src`` and ``fill`` around it, in pieces along the first axis."""
+    dst = tuple(inner)
+    if 0 in axes or out.shape[0] < 2 or out.nbytes <= PAD_PIECE_BYTES:
+        out[dst] = src
+        _fill_borders(out, axes, inner, fill)
+        return
+    step = max(1, PAD_PIECE_BYTES // (out.nbytes // out.shape[0]))
+    for i in range(0, out.shape[0], step):
+        piece = out[i : i + step]
+        piece[dst] = src[i : i + step]
+        _fill_borders(piece, axes, inner, fill)
+
+
+def _fill_borders(out: np.ndarray, axes, inner: list, fill) -> None:
+    """Set ``out`` (C-contiguous) to ``fill`` outside the box ``inner`` (slices along
+    ``axes``): border slabs only, not a fill of the whole block before the copy (a second
+    pass over it). Along the last axis the right border of each row and the left border of
+    the next are adjacent, so they are set as one opaque item per row pair (value by value,
+    the one-cell borders of a channels-first 3x3 conv took as long as the copy)."""
+    last = out.ndim - 1
+    for ax in axes:
+        lo_end, hi_start = inner[ax].start, inner[ax].stop
+        if ax == last:
+            continue
+        for part in (slice(0, lo_end), slice(hi_start, out.shape[ax])):
+            if part.start < part.stop:
+                slab = [slice(None)] * out.ndim
+                slab[ax] = part
+                out[tuple(slab)] = fill
+    if last not in axes or out.size == 0:
+        return
+    width = out.shape[last]
+    left, right = inner[last].start, width - inner[last].stop
+    rows = out.reshape(-1, width)
+    if left + right == 0:
+        return
+    if left + right >= width or rows.shape[0] < 2:
+        rows[:, :left] = fill
+        rows[:, width - right :] = fill
+        return
+    rows[0, :left] = fill
+    rows[-1, width - right :] = fill
+    itm = out.itemsize
+    size = (left + right) * itm
+    # an integer item where one fits: NumPy copies void items one memmove at a time
+    item = np.dtype(f"u{size}") if size in (1, 2, 4, 8) else np.dtype((np.void, size))
+    template = np.full(left + right, fill, dtype=out.dtype).view(item)[0]
+    flat = out.reshape(-1)[width - right :]
+    pairs = np.lib.stride_tricks.as_strided(
+        flat, (rows.shape[0] - 1, left + right), (width * itm, itm)
+    ).view(item)[:, 0]
+    pairs[...] = template
 
 
 def window_view(
