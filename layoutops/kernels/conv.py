@@ -95,6 +95,7 @@ from .threads import (
     parallel_copy,
 )
 from .threads import parallel as _parallel
+from .wide_rows import run_wide_rows
 from .window import padded_block, window_view
 
 __all__ = ["ALGORITHMS", "PADDING_MODES", "conv_forward", "choose_algorithm"]
@@ -374,6 +375,9 @@ _GROUPS_LAST = True
 #: test machine)
 _MIN_SPLIT_BYTES = 1 << 20
 _MIN_CHUNKS = 2
+#: 2-D tiles with unit row stride and enough output rows per chunk run as wide row GEMMs
+#: (`wide_rows.run_wide_rows`: KW instead of KH * KW copies of the input)
+_WIDE_ROWS = True
 
 
 def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
@@ -408,6 +412,10 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
     chunk_bytes = _THIN_CHUNK_BYTES if o <= _THIN_O else _CHUNK_BYTES
     if col_bytes <= _MIN_SPLIT_BYTES:
         return _im2col_tile(block, wmat, geometry, form, tgt, cdtype)
+    if _WIDE_ROWS:
+        res = run_wide_rows(block, wmat, geometry, form, tgt, cdtype)
+        if res is not None:
+            return res
     # at least _MIN_CHUNKS chunks, whatever the thread count (the split, and so the sums, must
     # not depend on it)
     chunk_bytes = min(chunk_bytes, -(-col_bytes // _MIN_CHUNKS))

@@ -1,0 +1,152 @@
+"""The wide-row GEMM path of 2-D convolutions (`layoutops.kernels.wide_rows`) against the
+plain-loop reference, in both layouts, with its chunking forced onto small inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conv_reference import act_from, act_to, conv_ref, kernel_to
+
+import layoutops as lo
+from layoutops.kernels import conv as kconv
+from layoutops.kernels import wide_rows
+from layoutops.kernels.threads import set_num_threads
+
+_KERNELS = {"NCHW": "OIHW", "NHWC": "HWIO"}
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    """The wide path on tiny inputs: no single-GEMM shortcut, few rows per halo row, small
+    chunks (several per sample); records each call's result (None: not taken)."""
+    monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(wide_rows, "MIN_ROWS_PER_HALO", 2)
+    monkeypatch.setattr(wide_rows, "CHUNK_BYTES", 600)
+    taken = []
+    original = kconv.run_wide_rows
+
+    def recording(*args):
+        res = original(*args)
+        taken.append(res is not None)
+        return res
+
+    monkeypatch.setattr(kconv, "run_wide_rows", recording)
+    return taken
+
+
+def _run(x, w, layout, **kw):
+    got = lo.conv2d(act_to(x, "NCHW", layout), kernel_to(w, _KERNELS[layout], "OIHW"),
+                    layout=layout, algorithm="im2col", **kw)
+    return act_from(got, layout, "NCHW")
+
+
+# (input NCHW, kernel OIHW, stride, padding pairs, dilation): odd and even sizes
+_CASES = [
+    ((2, 3, 11, 9), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    ((1, 4, 12, 10), (5, 4, 2, 2), (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    ((3, 2, 13, 8), (3, 2, 3, 2), (1, 2), ((2, 1), (0, 1)), (1, 1)),  # row stride 1, col 2
+    ((2, 3, 12, 11), (2, 3, 2, 3), (1, 1), ((1, 1), (2, 2)), (2, 2)),  # dilated both ways
+    ((2, 5, 10, 7), (6, 5, 4, 1), (1, 1), ((1, 2), (0, 0)), (1, 1)),  # one kernel column
+]
+
+
+@pytest.mark.parametrize("case", _CASES, ids=lambda c: f"{c[0]}-{c[1]}-s{c[2]}-d{c[4]}")
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_wide_rows_matches_reference(case, layout, forced):
+    shape, wshape, stride, pads, dilation = case
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal(wshape)
+    b = rng.standard_normal(wshape[0])
+    want = conv_ref(x, w, b, strides=stride, pads=pads, dilations=dilation)
+    got = _run(x, w, layout, bias=b, stride=stride, padding=list(pads), dilation=dilation)
+    assert forced and all(forced)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_wide_rows_same_result_on_one_and_two_threads(layout, forced):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 4, 14, 9))
+    w = rng.standard_normal((5, 4, 3, 3))
+    previous = set_num_threads(None)
+    try:
+        results = []
+        for n in (1, 2):
+            set_num_threads(n)
+            results.append(_run(x, w, layout, padding=1))
+    finally:
+        set_num_threads(previous)
+    assert all(forced)
+    np.testing.assert_array_equal(results[0], results[1])
+    want = conv_ref(x, w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1))
+    np.testing.assert_allclose(results[0], want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_wide_rows_on_strided_input_padding_modes_and_half(layout, forced):
+    """A strided (non-contiguous) input without padding (the block is a view: the general
+    copy, not the opaque-item one), reflect padding, and float16 (a float32 result buffer
+    instead of the output)."""
+    rng = np.random.default_rng(7)
+    big = rng.standard_normal((2, 3, 26, 20))
+    x = big[:, :, ::2, ::2]  # (2, 3, 13, 10), strided
+    w = rng.standard_normal((4, 3, 3, 3))
+    xl = act_to(x, "NCHW", layout)
+    if layout == "NHWC":
+        xl = np.ascontiguousarray(np.moveaxis(big, 1, -1))[:, ::2, ::2]  # a strided NHWC view
+    wl = kernel_to(w, _KERNELS[layout], "OIHW")
+    got = act_from(lo.conv2d(xl, wl, layout=layout, algorithm="im2col"), layout, "NCHW")
+    want = conv_ref(x, w, strides=(1, 1), pads=((0, 0), (0, 0)), dilations=(1, 1))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    got = act_from(lo.conv2d(xl, wl, layout=layout, padding=1, padding_mode="reflect",
+                             algorithm="im2col"), layout, "NCHW")
+    want = conv_ref(x, w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1),
+                    mode="reflect")
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    got = lo.conv2d(xl.astype(np.float16), wl.astype(np.float16), layout=layout, padding=1,
+                    algorithm="im2col")
+    assert got.dtype == np.float16
+    want = conv_ref(x.astype(np.float16), w.astype(np.float16), strides=(1, 1),
+                    pads=((1, 1), (1, 1)), dilations=(1, 1))
+    np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=2e-3, atol=2e-2)
+    assert len(forced) == 3 and all(forced)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_wide_rows_under_workspace_tiling(layout, forced):
+    """Tiles cut by a small workspace limit: each tile's target is a strided part of the
+    output (rows and columns cut)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 3, 36, 33))
+    w = rng.standard_normal((4, 3, 3, 3))
+    with lo.workspace_limit(65536):
+        got = _run(x, w, layout, padding=1)
+    want = conv_ref(x, w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert len(forced) > 2 and any(forced)
+
+
+def test_wide_rows_declines_what_it_does_not_cover(forced, monkeypatch):
+    """Groups, row stride 2, one kernel row, 1-D / 3-D and too few rows per halo row run on
+    the ordinary im2col chunks (and still match the reference)."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 4, 12, 9))
+    cases = [
+        (rng.standard_normal((4, 2, 3, 3)), {"groups": 2, "padding": 1}),
+        (rng.standard_normal((3, 4, 3, 3)), {"stride": (2, 1), "padding": 1}),
+        (rng.standard_normal((3, 4, 1, 3)), {"padding": (0, 1)}),
+    ]
+    for w, kw in cases:
+        groups = kw.get("groups", 1)
+        stride = kw.get("stride", (1, 1))
+        pad = kw["padding"]
+        pads = ((pad, pad), (pad, pad)) if isinstance(pad, int) else tuple((p, p) for p in pad)
+        want = conv_ref(x, w, strides=stride, pads=pads, dilations=(1, 1), groups=groups)
+        np.testing.assert_allclose(_run(x, w, "NHWC", **kw), want, rtol=1e-12, atol=1e-12)
+    assert forced == [False] * len(cases)
+    monkeypatch.setattr(wide_rows, "MIN_ROWS_PER_HALO", 16)  # 12 rows < 16 per halo row
+    w = rng.standard_normal((3, 4, 3, 3))
+    want = conv_ref(x, w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1))
+    np.testing.assert_allclose(_run(x, w, "NCHW", padding=1), want, rtol=1e-12, atol=1e-12)
+    assert forced[-1] is False
