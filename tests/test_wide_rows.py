@@ -23,14 +23,14 @@ def forced(monkeypatch):
     monkeypatch.setattr(wide_rows, "MIN_ROWS_PER_HALO", 2)
     monkeypatch.setattr(wide_rows, "CHUNK_BYTES", 600)
     taken = []
-    original = kconv.run_wide_rows
+    original = kconv._wide_tile
 
     def recording(*args):
         res = original(*args)
         taken.append(res is not None)
         return res
 
-    monkeypatch.setattr(kconv, "run_wide_rows", recording)
+    monkeypatch.setattr(kconv, "_wide_tile", recording)
     return taken
 
 

@@ -95,7 +95,7 @@ from .threads import (
     parallel_copy,
 )
 from .threads import parallel as _parallel
-from .wide_rows import run_wide_rows
+from .wide_rows import rows_per_chunk, run_wide_rows
 from .window import padded_block, window_view
 
 __all__ = ["ALGORITHMS", "PADDING_MODES", "conv_forward", "choose_algorithm"]
@@ -249,21 +249,62 @@ def conv_forward(
         )
         xs = [slice(None)] * x_grouped.ndim
         xs[n_axis] = tile[0]
-        block = padded_block(x_grouped[tuple(xs)], x_axes, spans, mode=mode, dtype=cast,
-                             scratch_slot="conv block")
-        # the block in canonical letters: N G C *S (form A) or N *S G C (form B): views
-        blk_letters = "NGC" + spatial if form == "A" else "N" + spatial + "GC"
-        block = block.transpose([x_letters.index(c) for c in blk_letters])
         if form == "A":
             tgt = out_res[(tile[0], slice(None), slice(None), *tile[1:])]
         else:
             tgt = out_res[tile]
-        res = runner(block, prep, geometry, form, tgt if dtype == cdtype else None, cdtype)
+        tgt_arg = tgt if dtype == cdtype else None
+        # the block in canonical letters: N G C *S (form A) or N *S G C (form B): views
+        blk_letters = "NGC" + spatial if form == "A" else "N" + spatial + "GC"
+        perm = [x_letters.index(c) for c in blk_letters]
+        res = None
+        if algorithm == "im2col" and _WIDE_ROWS:
+            res = _wide_tile(x_grouped[tuple(xs)], x_axes, n_axis, perm, spans, prep,
+                             geometry, form, tgt_arg, cdtype, mode, cast)
+        if res is None:
+            block = padded_block(x_grouped[tuple(xs)], x_axes, spans, mode=mode, dtype=cast,
+                                 scratch_slot="conv block")
+            res = runner(block.transpose(perm), prep, geometry, form, tgt_arg, cdtype)
         if bias_res is not None:
             res += bias_res
         if res is not tgt:
             tgt[...] = res
     return out
+
+
+def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, cdtype, mode,
+               cast):
+    """The tile by wide row GEMMs (`wide_rows`), each chunk's input rows padded on the
+    chunk's own thread (no padded copy of the whole tile first: on the resnet 3x3 case of
+    BENCH.md that copy was a serial 0.5-0.9 ms while the other core waited), or ``None`` if
+    they do not apply."""
+    sizes = [hi - lo for lo, hi in spans]
+    pix = tuple(
+        (b - e) // s + 1 for b, e, s in zip(sizes, geometry.extents, geometry.strides, strict=True)
+    )
+    if form == "A":
+        g, o, ck = wmat.shape
+    else:
+        g, ck, o = wmat.shape
+    c = ck // math.prod(geometry.kernel_sizes)
+    n = x_tile.shape[n_axis]
+    itemsize = np.dtype(cdtype).itemsize
+    if n * g * math.prod(pix) * ck * itemsize <= _MIN_SPLIT_BYTES:
+        return None  # small: one GEMM (`_run_im2col`)
+    rows = rows_per_chunk(geometry, g, c, o, pix, itemsize)
+    if rows is None:
+        return None
+    first = spans[0][0]
+
+    def rows_of(s, r, h):
+        index = [slice(None)] * x_tile.ndim
+        index[n_axis] = slice(s, s + 1)
+        part_spans = ((first + r, first + r + h), *spans[1:])
+        b = padded_block(x_tile[tuple(index)], x_axes, part_spans, mode=mode, dtype=cast,
+                         scratch_slot="wide rows block").transpose(perm)
+        return b[0, 0] if form == "A" else b[0, :, :, 0]
+
+    return run_wide_rows(rows_of, n, wmat, geometry, form, tgt, cdtype, pix, rows)
 
 
 #: per strategy, the tile size beyond which speed does not improve (the workspace limit caps
@@ -412,10 +453,6 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
     chunk_bytes = _THIN_CHUNK_BYTES if o <= _THIN_O else _CHUNK_BYTES
     if col_bytes <= _MIN_SPLIT_BYTES:
         return _im2col_tile(block, wmat, geometry, form, tgt, cdtype)
-    if _WIDE_ROWS:
-        res = run_wide_rows(block, wmat, geometry, form, tgt, cdtype)
-        if res is not None:
-            return res
     # at least _MIN_CHUNKS chunks, whatever the thread count (the split, and so the sums, must
     # not depend on it)
     chunk_bytes = min(chunk_bytes, -(-col_bytes // _MIN_CHUNKS))

@@ -30,7 +30,7 @@ from . import blas
 from .geometry import Geometry
 from .scratch import MAX_CACHED_BYTES, scratch
 
-__all__ = ["run_wide_rows"]
+__all__ = ["rows_per_chunk", "run_wide_rows"]
 
 #: a chunk holds at least this many output rows per halo row (the GEMM's extra work is at
 #: most 1/16 of the chunk's)
@@ -40,11 +40,23 @@ MIN_ROWS_PER_HALO = 16
 CHUNK_BYTES = 4 << 20
 
 
-def _rows_per_chunk(out_rows: int, halo: int, row_bytes: int, y_row_bytes: int) -> int | None:
-    """Output rows per chunk, or ``None`` if a chunk cannot hold enough rows per halo row
-    within the scratch buffers."""
-    if halo == 0:
+def rows_per_chunk(geometry: Geometry, groups: int, c: int, o: int, pix, itemsize: int):
+    """Output rows per chunk for a tile with output sizes ``pix`` (``c`` input and ``o``
+    output channels per group), or ``None`` if the wide row GEMMs do not apply: one group,
+    2-D, unit row stride, more than one kernel row, at least `MIN_ROWS_PER_HALO` rows per
+    halo row in a chunk whose buffers fit the per-thread scratch."""
+    if (
+        groups != 1
+        or geometry.n_spatial != 2
+        or geometry.strides[0] != 1
+        or geometry.kernel_sizes[0] < 2
+    ):
         return None
+    kh, kw = geometry.kernel_sizes
+    halo = (kh - 1) * geometry.dilations[0]
+    out_rows = pix[0]
+    row_bytes = pix[1] * kw * c * itemsize
+    y_row_bytes = pix[1] * kh * o * itemsize
     least = MIN_ROWS_PER_HALO * halo
     if out_rows < least:
         return None
@@ -55,84 +67,60 @@ def _rows_per_chunk(out_rows: int, halo: int, row_bytes: int, y_row_bytes: int) 
     return rows
 
 
-def run_wide_rows(block, wmat, geometry: Geometry, form: str, tgt, cdtype):
-    """The tile's convolution by wide row GEMMs, or ``None`` if it does not apply.
+def run_wide_rows(rows_of, n: int, wmat, geometry: Geometry, form: str, tgt, cdtype, pix,
+                  rows: int):
+    """The tile's convolution by wide row GEMMs in chunks of ``rows`` output rows
+    (`rows_per_chunk`).
 
-    ``block`` is the padded input tile in canonical letters (``N G C H W`` for form ``"A"``,
-    ``N H W G C`` for form ``"B"``) and ``wmat`` the ``im2col`` kernel (``(G, O, c*K)`` /
-    ``(G, K*c, O)``); applies to one group, 2-D, unit row stride, more than one kernel row.
-    The result (``tgt`` if given) is in the im2col result order (``N G O H W`` / ``N H W G
-    O``).
+    ``rows_of(s, r, h)`` gives the ``h`` padded input rows from the one of output row ``r``
+    of sample ``s`` of the tile: ``(c, h, W_block)`` for form ``"A"`` (channels-first),
+    ``(h, W_block, c)`` for form ``"B"``; it is called on the chunk's thread, so a chunk's
+    padding is done there. ``wmat`` is the ``im2col`` kernel (``(1, O, c*K)`` / ``(1,
+    K*c, O)``). The result (``tgt`` if given) is in the im2col result order (``N 1 O H W`` /
+    ``N H W 1 O``).
     """
-    if geometry.n_spatial != 2 or geometry.strides[0] != 1 or geometry.kernel_sizes[0] < 2:
-        return None
-    if form == "A":
-        g, o = wmat.shape[:2]
-        c = block.shape[2]
-        sizes = block.shape[3:]
-    else:
-        g, o = wmat.shape[0], wmat.shape[2]
-        c = block.shape[-1]
-        sizes = block.shape[1:3]
-    if g != 1:
-        return None
-    kh, kw = geometry.kernel_sizes
-    dh = geometry.dilations[0]
-    pix = tuple(
-        (b - e) // s + 1 for b, e, s in zip(sizes, geometry.extents, geometry.strides, strict=True)
-    )
-    itemsize = np.dtype(cdtype).itemsize
-    halo = (kh - 1) * dh
-    rows = _rows_per_chunk(pix[0], halo, pix[1] * kw * c * itemsize, pix[1] * kh * o * itemsize)
-    if rows is None:
-        return None
-    n = block.shape[0]
+    o = wmat.shape[1] if form == "A" else wmat.shape[2]
     shape = (n, 1, o, *pix) if form == "A" else (n, *pix, 1, o)
     res = tgt if tgt is not None else np.empty(shape, dtype=cdtype)
     chunks = [(s, r, min(r + rows, pix[0])) for s in range(n) for r in range(0, pix[0], rows)]
     make = _part_a if form == "A" else _part_b
-    blas.pipelines(make(block, wmat, geometry, res, pix, cdtype), chunks)
+    blas.pipelines(make(rows_of, wmat, geometry, res, pix, cdtype), chunks)
     return res
 
 
-def _part_b(block, wmat, geometry, res, pix, cdtype):
+def _part_b(rows_of, wmat, geometry, res, pix, cdtype):
     """Channels-last chunks: columns ``(rows, W_out, KW * c)``, ``Y = columns @ W_wide``
     ``(KW * c, KH * O)``, shifted adds into ``res[s, rows]`` ``(rows * W_out, O)``."""
     kh, kw = geometry.kernel_sizes
     dh, dw = geometry.dilations
     sw = geometry.strides[1]
     wo = pix[1]
-    c = block.shape[-1]
     o = wmat.shape[2]
+    c = wmat.shape[1] // (kh * kw)
     wwide = np.ascontiguousarray(
         wmat[0].reshape(kh, kw * c, o).transpose(1, 0, 2)
     ).reshape(kw * c, kh * o)
-    x = block[:, :, :, 0]  # (n, Hb, Wb, c)
-    st = x.strides
-    itm = x.itemsize
-    item = None
-    if dw == 1 and st[3] == itm and st[2] == c * itm:
-        # each window row's kw * c values are contiguous: copy them as one opaque item
-        item = np.dtype((np.void, kw * c * itm))
-        src = np.lib.stride_tricks.as_strided(
-            x, (x.shape[0], x.shape[1], wo, kw * c), (st[0], st[1], sw * st[2], itm),
-            writeable=False,
-        ).view(item)[..., 0]  # (n, Hb, W_out)
-    else:
-        src = np.lib.stride_tricks.as_strided(
-            x, (x.shape[0], x.shape[1], wo, kw, c), (st[0], st[1], sw * st[2], dw * st[2], st[3]),
-            writeable=False,
-        )
     halo = (kh - 1) * dh
 
     def part(items):
         for s, r0, r1 in items:
             hb = r1 - r0 + halo
+            x = rows_of(s, r0, hb)  # (hb, Wb, c)
+            st = x.strides
+            itm = x.itemsize
             cols = scratch("wide rows columns", hb * wo * kw * c, cdtype)
-            if item is not None:
-                cols.view(item).reshape(hb, wo)[...] = src[s, r0 : r0 + hb]
+            if dw == 1 and st[2] == itm and st[1] == c * itm and x.dtype == cdtype:
+                # each window row's kw * c values are contiguous: one opaque item
+                item = np.dtype((np.void, kw * c * itm))
+                src = np.lib.stride_tricks.as_strided(
+                    x, (hb, wo, kw * c), (st[0], sw * st[1], itm), writeable=False
+                ).view(item)[..., 0]
+                cols.view(item).reshape(hb, wo)[...] = src
             else:
-                cols.reshape(hb, wo, kw, c)[...] = src[s, r0 : r0 + hb]
+                src = np.lib.stride_tricks.as_strided(
+                    x, (hb, wo, kw, c), (st[0], sw * st[1], dw * st[1], st[2]), writeable=False
+                )
+                cols.reshape(hb, wo, kw, c)[...] = src
             y = scratch("wide rows product", hb * wo * kh * o, cdtype).reshape(hb * wo, kh * o)
             np.matmul(cols.reshape(hb * wo, kw * c), wwide, out=y)
             _shifted_sum_b(y, res[s, r0:r1, :, 0], kh, dh * wo, o)
@@ -153,45 +141,41 @@ def _shifted_sum_b(y, target, kh: int, step: int, o: int) -> None:
         target += term(j)
 
 
-def _part_a(block, wmat, geometry, res, pix, cdtype):
+def _part_a(rows_of, wmat, geometry, res, pix, cdtype):
     """Channels-first chunks: columns ``(c, KW, rows, W_out)``, ``Y = W_wide (KH * O, c *
     KW) @ columns``, shifted adds into ``res[s, 0, :, rows]`` ``(O, rows * W_out)``."""
     kh, kw = geometry.kernel_sizes
     dh, dw = geometry.dilations
     sw = geometry.strides[1]
     wo = pix[1]
-    c = block.shape[2]
     o = wmat.shape[1]
+    c = wmat.shape[2] // (kh * kw)
     wwide = np.ascontiguousarray(
         wmat[0].reshape(o, c, kh, kw).transpose(2, 0, 1, 3)
     ).reshape(kh * o, c * kw)
-    x = block[:, 0]  # (n, c, Hb, Wb)
-    st = x.strides
-    itm = x.itemsize
-    item = None
-    if sw == 1 and st[3] == itm:
-        # stride 1 along the rows: each window's W_out values are one contiguous run
-        item = np.dtype((np.void, wo * itm))
-        starts = x.shape[3] - wo + 1
-        runs = np.lib.stride_tricks.as_strided(
-            x, (*x.shape[:3], starts, wo), (*st[:3], itm, itm), writeable=False
-        ).view(item)[..., 0]  # (n, c, Hb, starts)
-        src = runs[:, :, :, 0 : dw * (kw - 1) + 1 : dw].transpose(0, 1, 3, 2)  # (n, c, KW, Hb)
-    else:
-        src = np.lib.stride_tricks.as_strided(
-            x, (x.shape[0], c, kw, x.shape[2], wo), (st[0], st[1], dw * st[3], st[2], sw * st[3]),
-            writeable=False,
-        )
     halo = (kh - 1) * dh
 
     def part(items):
         for s, r0, r1 in items:
             hb = r1 - r0 + halo
+            x = rows_of(s, r0, hb)  # (c, hb, Wb)
+            st = x.strides
+            itm = x.itemsize
             cols = scratch("wide rows columns", c * kw * hb * wo, cdtype)
-            if item is not None:
-                cols.view(item).reshape(c, kw, hb)[...] = src[s, :, :, r0 : r0 + hb]
+            if sw == 1 and st[2] == itm and x.dtype == cdtype:
+                # stride 1 along the rows: each window's W_out values are one contiguous run
+                item = np.dtype((np.void, wo * itm))
+                starts = x.shape[2] - wo + 1
+                runs = np.lib.stride_tricks.as_strided(
+                    x, (c, hb, starts, wo), (st[0], st[1], itm, itm), writeable=False
+                ).view(item)[..., 0]  # (c, hb, starts)
+                src = runs[:, :, 0 : dw * (kw - 1) + 1 : dw].transpose(0, 2, 1)  # (c, KW, hb)
+                cols.view(item).reshape(c, kw, hb)[...] = src
             else:
-                cols.reshape(c, kw, hb, wo)[...] = src[s, :, :, r0 : r0 + hb]
+                src = np.lib.stride_tricks.as_strided(
+                    x, (c, kw, hb, wo), (st[0], dw * st[2], st[1], sw * st[2]), writeable=False
+                )
+                cols.reshape(c, kw, hb, wo)[...] = src
             y = scratch("wide rows product", kh * o * hb * wo, cdtype).reshape(kh * o, hb * wo)
             np.matmul(wwide, cols.reshape(c * kw, hb * wo), out=y)
             _shifted_sum_a(y, res[s, 0, :, r0:r1], kh, dh * wo, o)
