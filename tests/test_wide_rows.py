@@ -15,10 +15,13 @@ from layoutops.kernels.threads import set_num_threads
 _KERNELS = {"NCHW": "OIHW", "NHWC": "HWIO"}
 
 
-@pytest.fixture
-def forced(monkeypatch):
+@pytest.fixture(params=["accumulating GEMMs", "product and shifted sums"])
+def forced(monkeypatch, request):
     """The wide path on tiny inputs: no single-GEMM shortcut, few rows per halo row, small
-    chunks (several per sample); records each call's result (None: not taken)."""
+    chunks (several per sample); records each call's result (None: not taken). Run with the
+    BLAS GEMMs that add into the output and with the NumPy fallback."""
+    if request.param != "accumulating GEMMs":
+        monkeypatch.setattr(wide_rows, "available", lambda dtype: False)
     monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
     monkeypatch.setattr(wide_rows, "MIN_ROWS_PER_HALO", 2)
     monkeypatch.setattr(wide_rows, "CHUNK_BYTES", 600)

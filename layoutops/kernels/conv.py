@@ -274,10 +274,10 @@ def conv_forward(
 
 def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, cdtype, mode,
                cast):
-    """The tile by wide row GEMMs (`wide_rows`), each chunk's input rows padded on the
-    chunk's own thread (no padded copy of the whole tile first: on the resnet 3x3 case of
-    BENCH.md that copy was a serial 0.5-0.9 ms while the other core waited), or ``None`` if
-    they do not apply."""
+    """The tile by wide row GEMMs (`wide_rows`), or ``None`` if they do not apply. No padded
+    copy of the whole tile first (on the resnet 3x3 case of BENCH.md a serial 0.5-0.9 ms
+    while the other core waited): zero padding is applied by each chunk's column copy, the
+    other modes pad each chunk's rows on the chunk's own thread."""
     sizes = [hi - lo for lo, hi in spans]
     pix = tuple(
         (b - e) // s + 1 for b, e, s in zip(sizes, geometry.extents, geometry.strides, strict=True)
@@ -295,14 +295,18 @@ def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, c
     if rows is None:
         return None
     first = spans[0][0]
+    x_canon = x_tile.transpose(perm)  # N G C H W / N H W G C
 
     def rows_of(s, r, h):
+        if mode == "constant":  # zeros: applied by the column copy
+            x = x_canon[s, 0] if form == "A" else x_canon[s, :, :, 0]
+            return x, first + r, spans[1][0]
         index = [slice(None)] * x_tile.ndim
         index[n_axis] = slice(s, s + 1)
         part_spans = ((first + r, first + r + h), *spans[1:])
         b = padded_block(x_tile[tuple(index)], x_axes, part_spans, mode=mode, dtype=cast,
                          scratch_slot="wide rows block").transpose(perm)
-        return b[0, 0] if form == "A" else b[0, :, :, 0]
+        return (b[0, 0] if form == "A" else b[0, :, :, 0]), 0, 0
 
     return run_wide_rows(rows_of, n, wmat, geometry, form, tgt, cdtype, pix, rows)
 

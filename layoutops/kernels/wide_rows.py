@@ -24,9 +24,12 @@ BLAS (`blas.pipelines`), like the ``im2col`` chunks.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import blas
+from .gemm import available, gemm
 from .geometry import Geometry
 from .scratch import MAX_CACHED_BYTES, scratch
 
@@ -72,10 +75,12 @@ def run_wide_rows(rows_of, n: int, wmat, geometry: Geometry, form: str, tgt, cdt
     """The tile's convolution by wide row GEMMs in chunks of ``rows`` output rows
     (`rows_per_chunk`).
 
-    ``rows_of(s, r, h)`` gives the ``h`` padded input rows from the one of output row ``r``
-    of sample ``s`` of the tile: ``(c, h, W_block)`` for form ``"A"`` (channels-first),
-    ``(h, W_block, c)`` for form ``"B"``; it is called on the chunk's thread, so a chunk's
-    padding is done there. ``wmat`` is the ``im2col`` kernel (``(1, O, c*K)`` / ``(1,
+    ``rows_of(s, r, h)`` gives ``(x, row0, col0)`` for the ``h`` input rows from the one of
+    output row ``r`` of sample ``s`` of the tile: the source ``x`` (``(c, H, W)`` for form
+    ``"A"``, channels-first; ``(H, W, c)`` for form ``"B"``), the row of ``x`` the first of
+    them is and the column of the first window's first tap (both may lie outside ``x``:
+    zero padding is applied while the columns are copied). It is called on the chunk's
+    thread. ``wmat`` is the ``im2col`` kernel (``(1, O, c*K)`` / ``(1,
     K*c, O)``). The result (``tgt`` if given) is in the im2col result order (``N 1 O H W`` /
     ``N H W 1 O``).
     """
@@ -97,33 +102,33 @@ def _part_b(rows_of, wmat, geometry, res, pix, cdtype):
     wo = pix[1]
     o = wmat.shape[2]
     c = wmat.shape[1] // (kh * kw)
-    wwide = np.ascontiguousarray(
-        wmat[0].reshape(kh, kw * c, o).transpose(1, 0, 2)
-    ).reshape(kw * c, kh * o)
+    wtaps = np.ascontiguousarray(wmat[0].reshape(kh, kw * c, o))  # per row offset
+
+    @functools.cache
+    def wwide():
+        return np.ascontiguousarray(wtaps.transpose(1, 0, 2)).reshape(kw * c, kh * o)
+
+    accumulate = available(cdtype)
     halo = (kh - 1) * dh
 
     def part(items):
         for s, r0, r1 in items:
             hb = r1 - r0 + halo
-            x = rows_of(s, r0, hb)  # (hb, Wb, c)
-            st = x.strides
-            itm = x.itemsize
+            x, row0, col0 = rows_of(s, r0, hb)  # source (H, W, c)
             cols = scratch("wide rows columns", hb * wo * kw * c, cdtype)
-            if dw == 1 and st[2] == itm and st[1] == c * itm and x.dtype == cdtype:
-                # each window row's kw * c values are contiguous: one opaque item
-                item = np.dtype((np.void, kw * c * itm))
-                src = np.lib.stride_tricks.as_strided(
-                    x, (hb, wo, kw * c), (st[0], sw * st[1], itm), writeable=False
-                ).view(item)[..., 0]
-                cols.view(item).reshape(hb, wo)[...] = src
-            else:
-                src = np.lib.stride_tricks.as_strided(
-                    x, (hb, wo, kw, c), (st[0], sw * st[1], dw * st[1], st[2]), writeable=False
-                )
-                cols.reshape(hb, wo, kw, c)[...] = src
+            _fill_b(cols.reshape(hb, wo, kw, c), x, row0, col0, sw, dw)
+            cols = cols.reshape(hb * wo, kw * c)
+            target = res[s, r0:r1, :, 0]
+            m = (r1 - r0) * wo
+            flat = _matrix(target, (m, o)) if accumulate else None
+            if flat is not None and gemm(cols[:m], wtaps[0], flat, accumulate=False):
+                # the KH row offsets as GEMMs adding into the target: no product buffer
+                for j in range(1, kh):
+                    gemm(cols[j * dh * wo : j * dh * wo + m], wtaps[j], flat, accumulate=True)
+                continue
             y = scratch("wide rows product", hb * wo * kh * o, cdtype).reshape(hb * wo, kh * o)
-            np.matmul(cols.reshape(hb * wo, kw * c), wwide, out=y)
-            _shifted_sum_b(y, res[s, r0:r1, :, 0], kh, dh * wo, o)
+            np.matmul(cols, wwide(), out=y)
+            _shifted_sum_b(y, target, kh, dh * wo, o)
 
     return part
 
@@ -150,35 +155,29 @@ def _part_a(rows_of, wmat, geometry, res, pix, cdtype):
     wo = pix[1]
     o = wmat.shape[1]
     c = wmat.shape[2] // (kh * kw)
-    wwide = np.ascontiguousarray(
+    wtaps = np.ascontiguousarray(
         wmat[0].reshape(o, c, kh, kw).transpose(2, 0, 1, 3)
-    ).reshape(kh * o, c * kw)
+    ).reshape(kh, o, c * kw)  # per row offset
+    accumulate = available(cdtype)
     halo = (kh - 1) * dh
 
     def part(items):
         for s, r0, r1 in items:
             hb = r1 - r0 + halo
-            x = rows_of(s, r0, hb)  # (c, hb, Wb)
-            st = x.strides
-            itm = x.itemsize
+            x, row0, col0 = rows_of(s, r0, hb)  # source (c, H, W)
             cols = scratch("wide rows columns", c * kw * hb * wo, cdtype)
-            if sw == 1 and st[2] == itm and x.dtype == cdtype:
-                # stride 1 along the rows: each window's W_out values are one contiguous run
-                item = np.dtype((np.void, wo * itm))
-                starts = x.shape[2] - wo + 1
-                runs = np.lib.stride_tricks.as_strided(
-                    x, (c, hb, starts, wo), (st[0], st[1], itm, itm), writeable=False
-                ).view(item)[..., 0]  # (c, hb, starts)
-                src = runs[:, :, 0 : dw * (kw - 1) + 1 : dw].transpose(0, 2, 1)  # (c, KW, hb)
-                cols.view(item).reshape(c, kw, hb)[...] = src
-            else:
-                src = np.lib.stride_tricks.as_strided(
-                    x, (c, kw, hb, wo), (st[0], dw * st[2], st[1], sw * st[2]), writeable=False
-                )
-                cols.reshape(c, kw, hb, wo)[...] = src
+            _fill_a(cols.reshape(c, kw, hb, wo), x, row0, col0, sw, dw)
+            cols = cols.reshape(c * kw, hb * wo)
+            target = res[s, 0, :, r0:r1]
+            m = (r1 - r0) * wo
+            flat = _matrix(target, (o, m)) if accumulate else None
+            if flat is not None and gemm(wtaps[0], cols[:, :m], flat, accumulate=False):
+                for j in range(1, kh):
+                    gemm(wtaps[j], cols[:, j * dh * wo : j * dh * wo + m], flat, accumulate=True)
+                continue
             y = scratch("wide rows product", kh * o * hb * wo, cdtype).reshape(kh * o, hb * wo)
-            np.matmul(wwide, cols.reshape(c * kw, hb * wo), out=y)
-            _shifted_sum_a(y, res[s, 0, :, r0:r1], kh, dh * wo, o)
+            np.matmul(wtaps.reshape(kh * o, c * kw), cols, out=y)
+            _shifted_sum_a(y, target, kh, dh * wo, o)
 
     return part
 
@@ -194,3 +193,107 @@ def _shifted_sum_a(y, target, kh: int, step: int, o: int) -> None:
     np.add(term(0), term(1), out=target)
     for j in range(2, kh):
         target += term(j)
+
+
+def _matrix(target: np.ndarray, shape) -> np.ndarray | None:
+    """``target`` as a 2-D view of ``shape`` (no copy), or ``None``."""
+    try:
+        return np.reshape(target, shape, copy=False)
+    except ValueError:
+        return None
+
+
+# -- columns ----------------------------------------------------------------------------------
+
+
+def _valid(n: int, start: int, step: int, size: int) -> tuple[int, int]:
+    """``[a, b)``: the positions ``p`` in ``[0, n)`` with ``0 <= start + p * step < size``."""
+    a = 0 if start >= 0 else (-start + step - 1) // step
+    b = 0 if start > size - 1 else min(n, (size - 1 - start) // step + 1)
+    return min(a, n), max(min(a, n), b)
+
+
+def _fill_b(cols, x, row0: int, col0: int, sw: int, dw: int) -> None:
+    """Channels-last columns ``cols (h, W_out, KW, c)[j, w, k] = x[row0 + j, col0 + w * sw +
+    k * dw]`` from the source ``x (H, W, c)``, zero where that falls outside ``x`` (the
+    zero padding, applied here: no padded copy of the input). Windows wholly inside move
+    each kernel row's ``KW * c`` values as one opaque item when they are contiguous."""
+    h, wo, kw, c = cols.shape
+    ja, jb = _valid(h, row0, 1, x.shape[0])
+    cols[:ja] = 0
+    cols[jb:] = 0
+    if ja == jb:
+        return
+    rows = x[row0 + ja : row0 + jb]
+    dst = cols[ja:jb]
+    width = x.shape[1]
+    # the outputs whose every tap is inside (the taps move right with k)
+    ia = _valid(wo, col0, sw, width)[0]
+    ib = _valid(wo, col0 + (kw - 1) * dw, sw, width)[1]
+    border = [(0, wo)]
+    if ia < ib:
+        border = [(0, ia), (ib, wo)]
+        start = col0 + ia * sw
+        st = rows.strides
+        itm = rows.itemsize
+        if dw == 1 and st[2] == itm and st[1] == c * itm and rows.dtype == cols.dtype:
+            item = np.dtype((np.void, kw * c * itm))
+            src = np.lib.stride_tricks.as_strided(
+                rows[:, start:], (rows.shape[0], ib - ia, kw * c), (st[0], sw * st[1], itm),
+                writeable=False,
+            ).view(item)[..., 0]
+            flat = np.reshape(dst[:, ia:ib], (rows.shape[0], ib - ia, kw * c), copy=False)
+            flat.view(item)[..., 0] = src
+        else:
+            dst[:, ia:ib] = np.lib.stride_tricks.as_strided(
+                rows[:, start:], (rows.shape[0], ib - ia, kw, c),
+                (st[0], sw * st[1], dw * st[1], st[2]), writeable=False,
+            )
+    for p, q in border:
+        for k in range(kw):
+            a, b = _valid(wo, col0 + k * dw, sw, width)
+            a, b = max(a, p), min(b, q)
+            if a >= b:
+                dst[:, p:q, k] = 0
+                continue
+            dst[:, p:a, k] = 0
+            dst[:, b:q, k] = 0
+            first = col0 + a * sw + k * dw
+            dst[:, a:b, k] = rows[:, first : first + (b - a - 1) * sw + 1 : sw]
+
+
+def _fill_a(cols, x, row0: int, col0: int, sw: int, dw: int) -> None:
+    """Channels-first columns ``cols (c, KW, h, W_out)[:, k, j, w] = x[:, row0 + j, col0 + w
+    * sw + k * dw]`` from the source ``x (c, H, W)``, zero outside ``x``. With unit stride
+    and every tap inside, each window row's ``W_out`` values move as one opaque item."""
+    c, kw, h, wo = cols.shape
+    ja, jb = _valid(h, row0, 1, x.shape[1])
+    cols[:, :, :ja] = 0
+    cols[:, :, jb:] = 0
+    if ja == jb:
+        return
+    rows = x[:, row0 + ja : row0 + jb]
+    dst = cols[:, :, ja:jb]
+    width = x.shape[2]
+    spans = [_valid(wo, col0 + k * dw, sw, width) for k in range(kw)]
+    st = rows.strides
+    itm = rows.itemsize
+    if (
+        sw == 1
+        and all(span == (0, wo) for span in spans)
+        and st[2] == itm
+        and rows.dtype == cols.dtype
+    ):
+        item = np.dtype((np.void, wo * itm))
+        runs = np.lib.stride_tricks.as_strided(
+            rows[:, :, col0:], (c, rows.shape[1], (kw - 1) * dw + 1, wo), (*st[:2], itm, itm),
+            writeable=False,
+        ).view(item)[..., 0]  # (c, R, starts)
+        dst.view(item)[..., 0][...] = runs[:, :, ::dw].transpose(0, 2, 1)
+        return
+    for k, (a, b) in enumerate(spans):
+        dst[:, k, :, :a] = 0
+        dst[:, k, :, b:] = 0
+        if a < b:
+            first = col0 + a * sw + k * dw
+            dst[:, k, :, a:b] = rows[:, :, first : first + (b - a - 1) * sw + 1 : sw]
