@@ -13,10 +13,10 @@ offsets alone, built once for every input row of the chunk::
 ``W_out``-value runs.) The GEMM computes ``(R + halo) / R`` times the output rows' work, where
 ``halo = (KH - 1) * dh`` rows above each chunk of ``R`` rows, so this runs only when a chunk
 holds at least `MIN_ROWS_PER_HALO` rows per halo row, and the chunk's buffers fit the
-per-thread scratch. On the resnet 3x3 case of BENCH.md (8x64x56x56 -> 64, 2-core test
-machine, A/B in one process) a prototype measured 11.4 -> 8.8 ms channels-first and 10.3 ->
-8.9 ms channels-last; the dilated case (32 rows, halo 4) and the late 3x3 (7 rows) were
-slower, which the row condition excludes.
+per-thread scratch. The ``KH`` row offsets are GEMMs that add into the output
+(`gemm.gemm`) where BLAS allows, else one wide product and shifted additions. On the resnet
+3x3 case of BENCH.md (8x64x56x56 -> 64, 2-core test machine, A/B in one process) the im2col
+chunks took 11.2/10.0 ms (channels-first/-last), this path 8.9/9.1 ms.
 
 Chunks are ``(sample, row range)`` pairs run as one pipeline per thread on single-threaded
 BLAS (`blas.pipelines`), like the ``im2col`` chunks.
@@ -35,9 +35,12 @@ from .scratch import MAX_CACHED_BYTES, scratch
 
 __all__ = ["rows_per_chunk", "run_wide_rows"]
 
-#: a chunk holds at least this many output rows per halo row (the GEMM's extra work is at
-#: most 1/16 of the chunk's)
-MIN_ROWS_PER_HALO = 16
+#: a chunk holds at least this many output rows per halo row (the GEMMs' extra work is at
+#: most 1/8 of the chunk's). With the accumulating GEMMs, A/B against the im2col chunks on
+#: the 2-core test machine (channels-first / -last): 8x128x28x28 3x3 (14 rows per halo row)
+#: 9.2/7.7 -> 7.9/7.4 ms, the dilated case of BENCH.md (8) 6.0/5.4 -> 6.0/4.8 ms, but
+#: 8x256x14x14 (7) 8.1/7.5 -> 8.7/7.4 ms and the late 3x3 (3.5) 8.9/7.7 -> 14.9/9.7 ms
+MIN_ROWS_PER_HALO = 8
 #: target bytes of one chunk's columns (whole 56-row samples of the resnet 3x3 case, 2.5 MB,
 #: measured faster than 28-row halves: 8.8 against 9.9 ms channels-first)
 CHUNK_BYTES = 4 << 20
