@@ -59,3 +59,26 @@ def test_gemm_empty_inner_dimension():
         assert (c == 5.0).all()
         assert gemm(np.zeros((2, 0)), np.zeros((0, 3)), c, accumulate=False)
         assert (c == 0.0).all()
+
+
+@pytest.mark.parametrize("accumulating", [True, False])
+@pytest.mark.parametrize("layout", ["NCDHW", "NDHWC"])
+def test_3d_depth_taps_with_and_without_accumulating_gemms(layout, accumulating, monkeypatch):
+    """The 3-D depth-column path (`conv._depth_taps`) adds its depth taps with `gemm`, or
+    with products and additions when `gemm` declines; both match the loop reference."""
+    from conv_reference import act_from, act_to, conv_ref, kernel_to
+
+    import layoutops as lo
+    from layoutops.kernels import conv as kconv
+
+    if not accumulating:
+        monkeypatch.setattr(kconv, "gemm", lambda *args, **kwargs: False)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 6, 5, 4))
+    w = rng.standard_normal((4, 3, 3, 2, 3))
+    pads = ((1, 1), (0, 1), (1, 0))
+    want = conv_ref(x, w, strides=(1, 1, 1), pads=pads, dilations=(2, 1, 1))
+    klay = "OIDHW" if layout == "NCDHW" else "DHWIO"
+    got = lo.conv3d(act_to(x, "NCDHW", layout), kernel_to(w, klay, "OIDHW"),
+                    padding=list(pads), dilation=(2, 1, 1), layout=layout, algorithm="im2col")
+    np.testing.assert_allclose(act_from(got, layout, "NCDHW"), want, rtol=1e-12, atol=1e-12)

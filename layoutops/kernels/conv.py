@@ -85,6 +85,7 @@ import math
 import numpy as np
 
 from . import blas
+from .gemm import gemm
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
 from .scratch import scratch
@@ -863,15 +864,7 @@ def _im2col_depth(block, wmat, geometry, tgt, cdtype, pix):
     if view is None or not _blasable(view):
         res = np.empty((n, *pix, 1, o), dtype=cdtype)
         view = res.reshape(n, m, o)
-    tmp = np.empty((n, m, o), dtype=cdtype)
-    for j in range(kd):
-        start = j * dd * pin
-        part = cols[:, start : start + m]
-        if j == 0:
-            np.matmul(part, wk[0], out=view)
-        else:
-            np.matmul(part, wk[j], out=tmp)
-            view += tmp
+    _depth_taps(lambda j, s: (cols[s, j * dd * pin : j * dd * pin + m], wk[j]), view, kd)
     return res
 
 
@@ -902,16 +895,24 @@ def _im2col_depth_a(block, wmat, geometry, tgt, cdtype):
     if view is None or not _blasable(view):
         res = np.empty((n, 1, o, *pix), dtype=cdtype)
         view = res.reshape(n, o, m)
-    tmp = np.empty((n, o, m), dtype=cdtype)
-    for j in range(kd):
-        start = j * dd * pin
-        part = cols[:, :, start : start + m]
-        if j == 0:
-            np.matmul(wk[0], part, out=view)
-        else:
-            np.matmul(wk[j], part, out=tmp)
-            view += tmp
+    _depth_taps(lambda j, s: (wk[j], cols[s, :, j * dd * pin : j * dd * pin + m]), view, kd)
     return res
+
+
+def _depth_taps(operands, view, kd: int) -> None:
+    """``view[s] = sum_j a @ b`` over the depth taps ``j``, ``(a, b) = operands(j, s)`` for
+    each sample ``s`` of ``view``: GEMMs adding into ``view`` (`gemm.gemm`) where BLAS takes
+    the matrices, else products into a temporary and additions."""
+    for s in range(view.shape[0]):
+        if gemm(*operands(0, s), view[s], accumulate=False):
+            for j in range(1, kd):
+                gemm(*operands(j, s), view[s], accumulate=True)
+            continue
+        tmp = np.empty(view.shape[1:], dtype=view.dtype)
+        np.matmul(*operands(0, s), out=view[s])
+        for j in range(1, kd):
+            np.matmul(*operands(j, s), out=tmp)
+            view[s] += tmp
 
 
 #: split the column copies of the tiles `_run_im2col` does not chunk (one BLAS-threaded GEMM:
