@@ -84,7 +84,7 @@ import math
 
 import numpy as np
 
-from . import blas
+from . import blas, taps_1d
 from .gemm import gemm
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
@@ -262,6 +262,11 @@ def conv_forward(
         if algorithm == "im2col" and _WIDE_ROWS:
             res = _wide_tile(x_grouped[tuple(xs)], x_axes, n_axis, perm, spans, prep,
                              geometry, form, tgt_arg, cdtype, mode, cast)
+        if res is None and algorithm == "im2col" and _TAPS_1D and form == "A" and (
+            mode == "constant"
+        ):
+            res = _taps_1d_tile(x_grouped[tuple(xs)].transpose(perm), spans, prep, geometry,
+                                tgt_arg, cdtype)
         if res is None:
             block = padded_block(x_grouped[tuple(xs)], x_axes, spans, mode=mode, dtype=cast,
                                  scratch_slot="conv block")
@@ -310,6 +315,23 @@ def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, c
         return (b[0, 0] if form == "A" else b[0, :, :, 0]), 0, 0
 
     return run_wide_rows(rows_of, n, wmat, geometry, form, tgt, cdtype, pix, rows)
+
+
+#: channels-first 1-D tiles with unit stride run as accumulating GEMMs per tap (`taps_1d`)
+_TAPS_1D = True
+
+
+def _taps_1d_tile(x_canon, spans, wmat, geometry, tgt, cdtype):
+    """The channels-first 1-D tile ``x_canon`` ``(n, G, c, L)`` (unpadded) by per-tap
+    accumulating GEMMs (`taps_1d`), or ``None`` if they do not apply."""
+    x = x_canon[:, 0]
+    g, _, ck = wmat.shape
+    n_out = (spans[0][1] - spans[0][0] - geometry.extents[0]) // geometry.strides[0] + 1
+    if x_canon.shape[0] * n_out * ck * np.dtype(cdtype).itemsize <= _MIN_SPLIT_BYTES:
+        return None  # small: one GEMM (`_run_im2col`)
+    if not taps_1d.applies(geometry, g, x, cdtype):
+        return None
+    return taps_1d.run_taps_1d(x, spans[0][0], wmat, geometry, tgt, cdtype, n_out)
 
 
 #: per strategy, the tile size beyond which speed does not improve (the workspace limit caps
