@@ -262,11 +262,11 @@ def conv_forward(
         if algorithm == "im2col" and _WIDE_ROWS:
             res = _wide_tile(x_grouped[tuple(xs)], x_axes, n_axis, perm, spans, prep,
                              geometry, form, tgt_arg, cdtype, mode, cast)
-        if res is None and algorithm == "im2col" and _TAPS_1D and mode == "constant" and (
-            form == "A" or _TAPS_1D_LAST
+        if res is None and algorithm == "im2col" and _TAPS_1D and form == "A" and (
+            mode == "constant"
         ):
             res = _taps_1d_tile(x_grouped[tuple(xs)].transpose(perm), spans, prep, geometry,
-                                tgt_arg, cdtype, form)
+                                tgt_arg, cdtype)
         if res is None:
             block = padded_block(x_grouped[tuple(xs)], x_axes, spans, mode=mode, dtype=cast,
                                  scratch_slot="conv block")
@@ -317,28 +317,13 @@ def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, c
     return run_wide_rows(rows_of, n, wmat, geometry, form, tgt, cdtype, pix, rows)
 
 
-#: 1-D tiles with unit stride run as accumulating GEMMs per tap (`taps_1d`), channels-first
-#: and (`_TAPS_1D_LAST`) channels-last
+#: channels-first 1-D tiles with unit stride run as accumulating GEMMs per tap (`taps_1d`)
 _TAPS_1D = True
 
 
-_TAPS_1D_LAST = True
-
-
-def _taps_1d_tile(x_canon, spans, wmat, geometry, tgt, cdtype, form):
-    """The 1-D tile ``x_canon`` ``(n, G, c, L)`` / ``(n, L, G, c)`` (unpadded) by per-tap
+def _taps_1d_tile(x_canon, spans, wmat, geometry, tgt, cdtype):
+    """The channels-first 1-D tile ``x_canon`` ``(n, G, c, L)`` (unpadded) by per-tap
     accumulating GEMMs (`taps_1d`), or ``None`` if they do not apply."""
-    if geometry.n_spatial != 1:
-        return None
-    if form == "B":
-        x = x_canon[:, :, 0]
-        g, ck, _ = wmat.shape
-        n_out = (spans[0][1] - spans[0][0] - geometry.extents[0]) // geometry.strides[0] + 1
-        if x_canon.shape[0] * n_out * ck * np.dtype(cdtype).itemsize <= _MIN_SPLIT_BYTES:
-            return None
-        if not taps_1d.applies(geometry, g, x, cdtype):
-            return None
-        return taps_1d.run_taps_1d_last(x, spans[0][0], wmat, geometry, tgt, cdtype, n_out)
     x = x_canon[:, 0]
     g, _, ck = wmat.shape
     n_out = (spans[0][1] - spans[0][0] - geometry.extents[0]) // geometry.strides[0] + 1

@@ -1,4 +1,4 @@
-"""1-D convolution with unit stride as one accumulating GEMM per kernel tap.
+"""Channels-first 1-D convolution with unit stride as one accumulating GEMM per kernel tap.
 
 For a 1-D input ``(C, L)`` and unit stride, the input positions tap ``t`` reads for a run of
 outputs are one contiguous column range of the input, so ``out[:, a:b] += W_t (O, C) @ x[:,
@@ -7,8 +7,8 @@ positions whose tap falls in the padding are left out of that tap's GEMM), each 
 added into the output by BLAS itself (`gemm.gemm`). On the 1-D case of BENCH.md (16x32x8000
 -> 64, k7) the whole convolution went from 23.9 to 19.8-20.4 ms (2-core test machine, A/B in
 one process); for one sample on one thread the seven GEMMs took 2.09 ms against 2.22 ms for
-the im2col GEMM alone and 0.35 ms more for its column copy. Channels-last is the transpose
-(``out[a:b] += x[a + shift : b + shift] (rows, C) @ W_t (C, O)``): 20.9 -> 20.1 ms.
+the im2col GEMM alone and 0.35 ms more for its column copy. Channels-last rows would need a
+matrix with overlapping rows; the per-tap GEMMs there were slower (2.35 against 2.25 ms).
 
 Chunks (sample, run of outputs) run as one pipeline per thread on single-threaded BLAS.
 """
@@ -21,7 +21,7 @@ from . import blas
 from .gemm import available, gemm
 from .geometry import Geometry
 
-__all__ = ["CHUNK_BYTES", "applies", "run_taps_1d", "run_taps_1d_last"]
+__all__ = ["CHUNK_BYTES", "applies", "run_taps_1d"]
 
 #: target bytes of one chunk's input and output columns (1-D case of BENCH.md, 7-round A/B:
 #: 0.5 / 1 / 2 / 4 MiB took 25.3 / 20.9 / 19.8 / 20.7 ms; each GEMM call costs ~7 us of
@@ -30,9 +30,8 @@ CHUNK_BYTES = 2 << 20
 
 
 def applies(geometry: Geometry, groups: int, x: np.ndarray, cdtype) -> bool:
-    """True for one group, 1-D, unit stride, more than one tap, a source ``x`` (``(n, c,
-    W)`` channels-first, ``(n, W, c)`` channels-last) in ``cdtype`` with unit stride along
-    its last axis, and a BLAS `gemm` for ``cdtype``."""
+    """True for one group, 1-D, unit stride, more than one tap, a source ``x`` ``(n, c,
+    W)`` in ``cdtype`` with unit stride along ``W``, and a BLAS `gemm` for ``cdtype``."""
     cdtype = np.dtype(cdtype)
     return (
         groups == 1
@@ -51,57 +50,23 @@ def _valid(n: int, start: int, size: int) -> tuple[int, int]:
     return a, max(a, min(n, size - start))
 
 
-def run_taps_1d_last(x: np.ndarray, col0: int, wmat: np.ndarray, geometry: Geometry, tgt,
-                     cdtype, n_out: int) -> np.ndarray:
-    """Channels-last counterpart of `run_taps_1d`: ``x`` ``(n, W, c)``, ``wmat`` ``(1, K * c,
-    O)``, result ``(n, n_out, 1, O)``: ``out[a:b] += x[a + shift : b + shift] @ W_t``."""
-    n, width, c = x.shape
-    kw = geometry.kernel_sizes[0]
-    o = wmat.shape[2]
-    wtaps = np.ascontiguousarray(wmat[0].reshape(kw, c, o))
-    res = tgt if tgt is not None else np.empty((n, n_out, 1, o), dtype=cdtype)
-
-    def tap(s, t, first, count, target, accumulate):
-        return gemm(x[s, first : first + count], wtaps[t], target, accumulate=accumulate)
-
-    _run(n, width, col0, geometry, n_out, (c + o) * np.dtype(cdtype).itemsize,
-         lambda s, lo, hi: res[s, lo:hi, 0], lambda target, a, b: target[a:b], tap)
-    return res
-
-
 def run_taps_1d(x: np.ndarray, col0: int, wmat: np.ndarray, geometry: Geometry, tgt, cdtype,
                 n_out: int) -> np.ndarray:
     """``(n, 1, O, n_out)`` (``tgt`` if given): the convolution of the source ``x`` ``(n, c,
     W)``, whose column ``col0`` (may lie outside it: zero padding) is the first tap of the
     first output, with the im2col kernel ``wmat`` ``(1, O, c * K)`` (`applies` must hold)."""
     n, c, width = x.shape
-    kw = geometry.kernel_sizes[0]
+    kw, d = geometry.kernel_sizes[0], geometry.dilations[0]
     o = wmat.shape[1]
     wtaps = np.ascontiguousarray(wmat[0].reshape(o, c, kw).transpose(2, 0, 1))  # (K, O, c)
     res = tgt if tgt is not None else np.empty((n, 1, o, n_out), dtype=cdtype)
-
-    def tap(s, t, first, count, target, accumulate):
-        return gemm(wtaps[t], x[s, :, first : first + count], target, accumulate=accumulate)
-
-    _run(n, width, col0, geometry, n_out, (c + o) * np.dtype(cdtype).itemsize,
-         lambda s, lo, hi: res[s, 0, :, lo:hi], lambda target, a, b: target[:, a:b], tap)
-    return res
-
-
-def _run(n, width, col0, geometry, n_out, column_bytes, target_of, cut, tap) -> None:
-    """The chunks (sample, run of outputs) as pipelines: per chunk, ``target_of(s, lo, hi)``
-    is the output run; each tap's GEMM ``tap(s, t, first, count, cut(target, a, b),
-    accumulate)`` covers the outputs ``[a, b)`` of the run whose tap lies inside the input
-    (from input column ``first``). The first GEMM writes: over a tap that covers the whole
-    run, or over zeros."""
-    kw, d = geometry.kernel_sizes[0], geometry.dilations[0]
-    run = max(64, CHUNK_BYTES // column_bytes)
+    run = max(64, CHUNK_BYTES // ((c + o) * np.dtype(cdtype).itemsize))
     run = -(-n_out // -(-n_out // run))  # equal runs
     chunks = [(s, lo, min(lo + run, n_out)) for s in range(n) for lo in range(0, n_out, run)]
 
     def part(items):
         for s, lo, hi in items:
-            target = target_of(s, lo, hi)
+            target = res[s, 0, :, lo:hi]
             spans = [_valid(hi - lo, col0 + lo + t * d, width) for t in range(kw)]
             whole = [t for t, span in enumerate(spans) if span == (0, hi - lo)]
             if whole:
@@ -113,7 +78,12 @@ def _run(n, width, col0, geometry, n_out, column_bytes, target_of, cut, tap) -> 
                 a, b = spans[t]
                 if a >= b:
                     continue
-                if not tap(s, t, col0 + lo + a + t * d, b - a, cut(target, a, b), bool(i)):
+                first = col0 + lo + a + t * d
+                # the first GEMM writes (over zeros, when no tap covers the whole run)
+                done = gemm(wtaps[t], x[s, :, first : first + b - a], target[:, a:b],
+                            accumulate=bool(i))
+                if not done:
                     raise RuntimeError("taps_1d: BLAS declined a GEMM that applies() allowed")
 
     blas.pipelines(part, chunks)
+    return res
