@@ -97,8 +97,9 @@ def run_wide_rows(rows_of, n: int, wmat, geometry: Geometry, form: str, tgt, cdt
 
 
 def _part_b(rows_of, wmat, geometry, res, pix, cdtype):
-    """Channels-last chunks: columns ``(rows, W_out, KW * c)``, ``Y = columns @ W_wide``
-    ``(KW * c, KH * O)``, shifted adds into ``res[s, rows]`` ``(rows * W_out, O)``."""
+    """Channels-last chunks: columns ``(rows, W_out, KW * c)``; per row offset ``j`` a GEMM of
+    the columns shifted by ``j * dh`` rows with ``W_j`` ``(KW * c, O)`` adding into ``res[s,
+    rows]`` ``(rows * W_out, O)`` (else ``Y = columns @ W_wide`` and shifted additions)."""
     kh, kw = geometry.kernel_sizes
     dh, dw = geometry.dilations
     sw = geometry.strides[1]
@@ -150,8 +151,9 @@ def _shifted_sum_b(y, target, kh: int, step: int, o: int) -> None:
 
 
 def _part_a(rows_of, wmat, geometry, res, pix, cdtype):
-    """Channels-first chunks: columns ``(c, KW, rows, W_out)``, ``Y = W_wide (KH * O, c *
-    KW) @ columns``, shifted adds into ``res[s, 0, :, rows]`` ``(O, rows * W_out)``."""
+    """Channels-first chunks: columns ``(c, KW, rows, W_out)``; per row offset ``j`` a GEMM of
+    ``W_j`` ``(O, c * KW)`` with the columns shifted by ``j * dh`` rows adding into ``res[s, 0,
+    :, rows]`` ``(O, rows * W_out)`` (else ``Y = W_wide @ columns`` and shifted additions)."""
     kh, kw = geometry.kernel_sizes
     dh, dw = geometry.dilations
     sw = geometry.strides[1]
