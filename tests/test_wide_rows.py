@@ -153,3 +153,20 @@ def test_wide_rows_declines_what_it_does_not_cover(forced, monkeypatch):
     want = conv_ref(x, w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1))
     np.testing.assert_allclose(_run(x, w, "NCHW", padding=1), want, rtol=1e-12, atol=1e-12)
     assert forced[-1] is False
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_wide_rows_on_reversed_views(layout, forced):
+    """Negative strides (a flipped view of the input) read through the general copy."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 3, 13, 11))
+    w = rng.standard_normal((4, 3, 3, 3))
+    xl = act_to(x, "NCHW", layout)
+    flipped = xl[:, ::-1] if layout == "NHWC" else xl[:, :, ::-1]  # rows reversed
+    flipped = flipped[..., ::-1] if layout == "NCHW" else flipped[:, :, ::-1]  # and columns
+    want = conv_ref(x[:, :, ::-1, ::-1], w, strides=(1, 1), pads=((1, 1), (1, 1)),
+                    dilations=(1, 1))
+    got = lo.conv2d(flipped, kernel_to(w, _KERNELS[layout], "OIHW"), padding=1, layout=layout,
+                    algorithm="im2col")
+    np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=1e-12, atol=1e-12)
+    assert forced and all(forced)
