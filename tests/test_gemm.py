@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layoutops.kernels.gemm import available, gemm
+from layoutops.kernels import gemm as kgemm
+from layoutops.kernels.gemm import available, gemm, gemm_sum
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -69,10 +70,9 @@ def test_3d_depth_taps_with_and_without_accumulating_gemms(layout, accumulating,
     from conv_reference import act_from, act_to, conv_ref, kernel_to
 
     import layoutops as lo
-    from layoutops.kernels import conv as kconv
 
     if not accumulating:
-        monkeypatch.setattr(kconv, "gemm", lambda *args, **kwargs: False)
+        monkeypatch.setattr(kgemm, "gemm", lambda *args, **kwargs: False)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, 6, 5, 4))
     w = rng.standard_normal((4, 3, 3, 2, 3))
@@ -82,3 +82,34 @@ def test_3d_depth_taps_with_and_without_accumulating_gemms(layout, accumulating,
     got = lo.conv3d(act_to(x, "NCDHW", layout), kernel_to(w, klay, "OIDHW"),
                     padding=list(pads), dilation=(2, 1, 1), layout=layout, algorithm="im2col")
     np.testing.assert_allclose(act_from(got, layout, "NCDHW"), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("blas", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_gemm_sum_with_and_without_blas(dtype, blas, monkeypatch):
+    """Sums of products on strided views; float16 (no BLAS routine) and a declining `gemm`
+    take the NumPy path."""
+    if not blas:
+        monkeypatch.setattr(kgemm, "gemm", lambda *args, **kwargs: False)
+    rng = np.random.default_rng(3)
+    big = rng.standard_normal((9, 12)).astype(dtype)
+    terms = [(big[j : j + 5, :4], rng.standard_normal((4, 3)).astype(dtype)) for j in range(3)]
+    out_big = np.full((6, 7), 7.0, dtype)
+    out = out_big[1:, 2:5]
+    gemm_sum(terms, out)
+    want = sum(a.astype(np.float64) @ b.astype(np.float64) for a, b in terms)
+    tol = {np.float16: 2e-2, np.float32: 1e-5, np.float64: 1e-12}[dtype]
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+    out_big[1:, 2:5] = 7.0
+    assert (out_big == 7.0).all()  # nothing outside out written
+
+
+def test_gemm_sum_mixed_terms():
+    """A term BLAS cannot read (inner stride 2) after one it can: added by NumPy."""
+    rng = np.random.default_rng(5)
+    a1 = rng.standard_normal((4, 3))
+    a2 = rng.standard_normal((4, 6))[:, ::2]
+    b = rng.standard_normal((3, 2))
+    out = np.empty((4, 2))
+    gemm_sum([(a1, b), (a2, b)], out)
+    np.testing.assert_allclose(out, a1 @ b + a2 @ b, rtol=1e-12, atol=1e-12)

@@ -9,19 +9,20 @@ from conv_reference import act_from, act_to, conv_ref, kernel_to
 
 import layoutops as lo
 from layoutops.kernels import conv as kconv
+from layoutops.kernels import gemm as kgemm
 from layoutops.kernels import wide_rows
 from layoutops.kernels.threads import set_num_threads
 
 _KERNELS = {"NCHW": "OIHW", "NHWC": "HWIO"}
 
 
-@pytest.fixture(params=["accumulating GEMMs", "product and shifted sums"])
+@pytest.fixture(params=["accumulating GEMMs", "NumPy products and additions"])
 def forced(monkeypatch, request):
     """The wide path on tiny inputs: no single-GEMM shortcut, few rows per halo row, small
     chunks (several per sample); records each call's result (None: not taken). Run with the
     BLAS GEMMs that add into the output and with the NumPy fallback."""
     if request.param != "accumulating GEMMs":
-        monkeypatch.setattr(wide_rows, "available", lambda dtype: False)
+        monkeypatch.setattr(kgemm, "gemm", lambda *args, **kwargs: False)
     monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
     monkeypatch.setattr(wide_rows, "MIN_ROWS_PER_HALO", 2)
     monkeypatch.setattr(wide_rows, "CHUNK_BYTES", 600)

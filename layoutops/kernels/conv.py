@@ -85,7 +85,7 @@ import math
 import numpy as np
 
 from . import blas, taps_1d
-from .gemm import gemm
+from .gemm import gemm_sum
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
 from .scratch import scratch
@@ -288,16 +288,13 @@ def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, c
     pix = tuple(
         (b - e) // s + 1 for b, e, s in zip(sizes, geometry.extents, geometry.strides, strict=True)
     )
-    if form == "A":
-        g, o, ck = wmat.shape
-    else:
-        g, ck, o = wmat.shape
+    g, ck = (wmat.shape[0], wmat.shape[2]) if form == "A" else wmat.shape[:2]
     c = ck // math.prod(geometry.kernel_sizes)
     n = x_tile.shape[n_axis]
     itemsize = np.dtype(cdtype).itemsize
     if n * g * math.prod(pix) * ck * itemsize <= _MIN_SPLIT_BYTES:
         return None  # small: one GEMM (`_run_im2col`)
-    rows = rows_per_chunk(geometry, g, c, o, pix, itemsize)
+    rows = rows_per_chunk(geometry, g, c, pix, itemsize)
     if rows is None:
         return None
     first = spans[0][0]
@@ -928,19 +925,10 @@ def _im2col_depth_a(block, wmat, geometry, tgt, cdtype):
 
 
 def _depth_taps(operands, view, kd: int) -> None:
-    """``view[s] = sum_j a @ b`` over the depth taps ``j``, ``(a, b) = operands(j, s)`` for
-    each sample ``s`` of ``view``: GEMMs adding into ``view`` (`gemm.gemm`) where BLAS takes
-    the matrices, else products into a temporary and additions."""
+    """``view[s] = sum_j a @ b`` over the depth taps ``j``, ``(a, b) = operands(j, s)``, for
+    each sample ``s`` of ``view`` (`gemm.gemm_sum`: GEMMs adding into ``view``)."""
     for s in range(view.shape[0]):
-        if gemm(*operands(0, s), view[s], accumulate=False):
-            for j in range(1, kd):
-                gemm(*operands(j, s), view[s], accumulate=True)
-            continue
-        tmp = np.empty(view.shape[1:], dtype=view.dtype)
-        np.matmul(*operands(0, s), out=view[s])
-        for j in range(1, kd):
-            np.matmul(*operands(j, s), out=tmp)
-            view[s] += tmp
+        gemm_sum([operands(j, s) for j in range(kd)], view[s])
 
 
 #: split the column copies of the tiles `_run_im2col` does not chunk (one BLAS-threaded GEMM:

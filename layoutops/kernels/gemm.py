@@ -24,7 +24,7 @@ import numpy as np
 
 from .blas import _candidate_libraries
 
-__all__ = ["available", "gemm"]
+__all__ = ["available", "gemm", "gemm_sum"]
 
 _ROW_MAJOR, _NO_TRANS = 101, 111
 #: (prefix, suffix, integer type) of the cblas names tried, in order
@@ -139,3 +139,30 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool) -> bool:
     fn(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
        1.0 if accumulate else 0.0, c.ctypes.data, ldc)
     return True
+
+
+def gemm_sum(terms, out: np.ndarray) -> None:
+    """``out = sum(a @ b for a, b in terms)``: BLAS GEMMs adding into ``out`` (`gemm`) when
+    BLAS takes the matrices, else NumPy products into a temporary and additions. ``terms`` is
+    a non-empty sequence of 2-D pairs; ``out`` must not overlap them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.gemm import gemm_sum
+    >>> out = np.empty((2, 2))
+    >>> gemm_sum([(np.eye(2), np.ones((2, 2))), (np.eye(2), np.eye(2))], out)
+    >>> out.tolist()
+    [[2.0, 1.0], [1.0, 2.0]]
+    """
+    (a, b), *rest = terms
+    if gemm(a, b, out, accumulate=False):
+        for a, b in rest:
+            if not gemm(a, b, out, accumulate=True):
+                out += np.matmul(a, b)
+        return
+    np.matmul(a, b, out=out)
+    tmp = None
+    for a, b in rest:
+        tmp = np.matmul(a, b, out=tmp)
+        out += tmp
