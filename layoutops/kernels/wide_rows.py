@@ -89,65 +89,49 @@ def run_wide_rows(rows_of, n: int, wmat, geometry: Geometry, form: str, tgt, cdt
     shape = (n, 1, o, *pix) if form == "A" else (n, *pix, 1, o)
     res = tgt if tgt is not None else np.empty(shape, dtype=cdtype)
     chunks = [(s, r, min(r + rows, pix[0])) for s in range(n) for r in range(0, pix[0], rows)]
-    make = _part_a if form == "A" else _part_b
-    blas.pipelines(make(rows_of, wmat, geometry, res, pix, cdtype), chunks)
+    blas.pipelines(_part(rows_of, wmat, geometry, form, res, pix, cdtype), chunks)
     return res
 
 
-def _part_b(rows_of, wmat, geometry, res, pix, cdtype):
-    """Channels-last chunks: columns ``(rows, W_out, KW * c)``; per row offset ``j`` a GEMM of
-    the columns shifted by ``j * dh`` rows with ``W_j`` ``(KW * c, O)`` adding into ``res[s,
-    rows]`` ``(rows * W_out, O)``."""
+def _part(rows_of, wmat, geometry, form, res, pix, cdtype):
+    """The chunk runner: per chunk, the columns of its rows, then per row offset ``j`` a GEMM
+    with ``W_j`` on the columns shifted by ``j * dh`` rows, adding into the chunk's output
+    rows. Channels-last: columns ``(rows, W_out, KW * c)``, ``columns_j @ W_j (KW * c, O)``
+    into ``res[s, rows]`` ``(rows * W_out, O)``; channels-first: columns ``(c, KW, rows,
+    W_out)``, ``W_j (O, c * KW) @ columns_j`` into ``res[s, 0, :, rows]`` ``(O, rows *
+    W_out)``."""
     kh, kw = geometry.kernel_sizes
     dh, dw = geometry.dilations
     sw = geometry.strides[1]
     wo = pix[1]
-    o = wmat.shape[2]
-    c = wmat.shape[1] // (kh * kw)
-    wtaps = np.ascontiguousarray(wmat[0].reshape(kh, kw * c, o))  # per row offset
+    step = dh * wo  # column positions per row offset
+    first = form == "A"
+    if first:
+        o, c = wmat.shape[1], wmat.shape[2] // (kh * kw)
+        wtaps = np.ascontiguousarray(
+            wmat[0].reshape(o, c, kh, kw).transpose(2, 0, 1, 3)
+        ).reshape(kh, o, c * kw)
+    else:
+        o, c = wmat.shape[2], wmat.shape[1] // (kh * kw)
+        wtaps = np.ascontiguousarray(wmat[0].reshape(kh, kw * c, o))
     halo = (kh - 1) * dh
 
     def part(items):
         for s, r0, r1 in items:
             hb = r1 - r0 + halo
-            x, row0, col0 = rows_of(s, r0, hb)  # source (H, W, c)
+            x, row0, col0 = rows_of(s, r0, hb)
             cols = scratch("wide rows columns", hb * wo * kw * c, cdtype)
-            _fill_b(cols.reshape(hb, wo, kw, c), x, row0, col0, sw, dw)
-            cols = cols.reshape(hb * wo, kw * c)
             m = (r1 - r0) * wo
-            _sum_into(res[s, r0:r1, :, 0], (m, o), [
-                (cols[j * dh * wo : j * dh * wo + m], wtaps[j]) for j in range(kh)
-            ])
-
-    return part
-
-
-def _part_a(rows_of, wmat, geometry, res, pix, cdtype):
-    """Channels-first chunks: columns ``(c, KW, rows, W_out)``; per row offset ``j`` a GEMM of
-    ``W_j`` ``(O, c * KW)`` with the columns shifted by ``j * dh`` rows adding into ``res[s, 0,
-    :, rows]`` ``(O, rows * W_out)``."""
-    kh, kw = geometry.kernel_sizes
-    dh, dw = geometry.dilations
-    sw = geometry.strides[1]
-    wo = pix[1]
-    o = wmat.shape[1]
-    c = wmat.shape[2] // (kh * kw)
-    wtaps = np.ascontiguousarray(
-        wmat[0].reshape(o, c, kh, kw).transpose(2, 0, 1, 3)
-    ).reshape(kh, o, c * kw)  # per row offset
-    halo = (kh - 1) * dh
-
-    def part(items):
-        for s, r0, r1 in items:
-            hb = r1 - r0 + halo
-            x, row0, col0 = rows_of(s, r0, hb)  # source (c, H, W)
-            cols = scratch("wide rows columns", c * kw * hb * wo, cdtype)
-            _fill_a(cols.reshape(c, kw, hb, wo), x, row0, col0, sw, dw)
-            cols = cols.reshape(c * kw, hb * wo)
-            m = (r1 - r0) * wo
-            _sum_into(res[s, 0, :, r0:r1], (o, m), [
-                (wtaps[j], cols[:, j * dh * wo : j * dh * wo + m]) for j in range(kh)
-            ])
+            if first:
+                _fill_a(cols.reshape(c, kw, hb, wo), x, row0, col0, sw, dw)
+                cols = cols.reshape(c * kw, hb * wo)
+                terms = [(wtaps[j], cols[:, j * step : j * step + m]) for j in range(kh)]
+                _sum_into(res[s, 0, :, r0:r1], (o, m), terms)
+            else:
+                _fill_b(cols.reshape(hb, wo, kw, c), x, row0, col0, sw, dw)
+                cols = cols.reshape(hb * wo, kw * c)
+                terms = [(cols[j * step : j * step + m], wtaps[j]) for j in range(kh)]
+                _sum_into(res[s, r0:r1, :, 0], (m, o), terms)
 
     return part
 
