@@ -97,7 +97,7 @@ from .threads import (
 )
 from .threads import parallel as _parallel
 from .wide_rows import rows_per_chunk, run_wide_rows
-from .window import padded_block, window_view
+from .window import TileBlock, padded_block, window_view
 
 __all__ = ["ALGORITHMS", "PADDING_MODES", "conv_forward", "choose_algorithm"]
 
@@ -267,7 +267,12 @@ def conv_forward(
         ):
             res = _taps_1d_tile(x_grouped[tuple(xs)].transpose(perm), spans, prep, geometry,
                                 tgt_arg, cdtype)
-        if res is None:
+        if res is None and algorithm == "im2col":
+            # chunks pad their own pieces of the block, on their own threads
+            block = TileBlock(x_grouped[tuple(xs)], x_axes, spans, perm, n_axis=n_axis,
+                              g_axis=x_letters.index("G"), mode=mode, dtype=cast)
+            res = _run_im2col(block, prep, geometry, form, tgt_arg, cdtype)
+        elif res is None:
             block = padded_block(x_grouped[tuple(xs)], x_axes, spans, mode=mode, dtype=cast,
                                  scratch_slot="conv block")
             res = runner(block.transpose(perm), prep, geometry, form, tgt_arg, cdtype)
@@ -445,19 +450,21 @@ _MIN_CHUNKS = 2
 _WIDE_ROWS = True
 
 
-def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
+def _run_im2col(block: TileBlock, wmat, geometry, form, tgt, cdtype):
     """`_im2col_tile` on cache-sized chunks of the tile, run as one pipeline per thread.
 
-    The chunks are runs of groups, then samples, then outermost output rows (the block rows
-    they read; channels-last cuts groups last, `_GROUPS_LAST`), cut until a chunk's columns
-    hold about `_CHUNK_BYTES` (`_THIN_CHUNK_BYTES` for thin GEMMs). Each thread copies the
-    columns of its chunks and runs their GEMMs on single-threaded BLAS (`blas.
-    single_threaded`): the copies run on every core, out of cache, and no GEMM waits for
-    BLAS threads another pipeline holds. Each output element is computed by one GEMM of
-    one chunk, whatever the thread count.
+    ``block`` is the tile's padded input block in canonical order; each chunk pads its own
+    piece of it (`TileBlock.piece`), on its own thread. The chunks are runs of groups, then
+    samples, then outermost output rows (the block rows they read; channels-last cuts
+    groups last, `_GROUPS_LAST`), cut until a chunk's columns hold about `_CHUNK_BYTES`
+    (`_THIN_CHUNK_BYTES` for thin GEMMs). Each thread copies the columns of its chunks
+    and runs their GEMMs on single-threaded BLAS (`blas.single_threaded`): the copies run
+    on every core, out of cache, and no GEMM waits for BLAS threads another pipeline
+    holds. Each output element is computed by one GEMM of one chunk, whatever the thread
+    count.
     """
     if math.prod(geometry.kernel_sizes) == 1 and all(s == 1 for s in geometry.strides):
-        res = _pointwise(block, wmat, form, tgt, cdtype)
+        res = _pointwise(block.whole("conv block"), wmat, form, tgt, cdtype)
         if res is not None:
             return res
     k = geometry.n_spatial
@@ -482,7 +489,7 @@ def _run_im2col(block, wmat, geometry, form, tgt, cdtype):
     col_bytes = g * n * pix[0] * row_bytes
     chunk_bytes = _THIN_CHUNK_BYTES if o <= _THIN_O else _CHUNK_BYTES
     if col_bytes <= _MIN_SPLIT_BYTES:
-        return _im2col_tile(block, wmat, geometry, form, tgt, cdtype)
+        return _im2col_tile(block.whole("conv block"), wmat, geometry, form, tgt, cdtype)
     # at least _MIN_CHUNKS chunks, whatever the thread count (the split, and so the sums, must
     # not depend on it)
     chunk_bytes = min(chunk_bytes, -(-col_bytes // _MIN_CHUNKS))
@@ -610,14 +617,14 @@ def _depth_chunks(block, wmat, geometry, form, res, sizes, pix, cdtype):
     on each chunk's cut of the block."""
     k = geometry.n_spatial
     gc, nc, rc = sizes
-    g_axis, s_axis, t_g, t_s = (1, 3, 1, 3) if form == "A" else (1 + k, 1, 1 + k, 1)
+    t_g, t_s = (1, 3) if form == "A" else (1 + k, 1)
     stride, extent = geometry.strides[0], geometry.extents[0]
 
     def part(items):
         for gs, ns, rs in items:
             ge, ne, re_ = gs + gc, ns + nc, min(rs + rc, pix[0])
-            b = _cut(_cut(block[ns:ne], g_axis, gs, ge), s_axis, rs * stride,
-                     (re_ - 1) * stride + extent)
+            b = block.piece(slice(ns, ne), slice(gs, ge), (rs * stride,
+                                                          (re_ - 1) * stride + extent))
             t = _cut(_cut(res[ns:ne], t_g, gs, ge), t_s, rs, re_)
             r = _im2col_tile(b, wmat[gs:ge], geometry, form, t, cdtype)
             if r is not t:
@@ -629,7 +636,7 @@ def _depth_chunks(block, wmat, geometry, form, res, sizes, pix, cdtype):
 def _chunks_b(block, wmat, geometry, res, sizes, pix, cdtype):
     """The chunk runner of `_run_im2col`, channels-last output: each chunk's columns
     ``(groups, samples * rows * P_inner, K * c)`` are copied into the thread's buffer from
-    one window view of the block made once per tile, then one (batched) GEMM writes the
+    a window view of the chunk's piece of the block, then one (batched) GEMM writes the
     chunk's ``(nP, O)`` blocks of the result."""
     k = geometry.n_spatial
     gc, nc, rc = sizes
@@ -637,48 +644,46 @@ def _chunks_b(block, wmat, geometry, res, sizes, pix, cdtype):
     ksz = geometry.kernel_sizes
     kc_, o = wmat.shape[1:]
     p_in = math.prod(pix[1:])
-    item = None
-    if _VOID_COPY and c < _ROW_ITEMS and block.strides[-1] == block.itemsize and (
-        block.dtype == cdtype
-    ):
-        # each group's c channels as one opaque item: the copy moves whole c-runs
-        item = np.dtype((np.void, c * block.itemsize))
-        src = window_view(
-            block.view(item)[..., 0], tuple(range(1, 1 + k)), ksz, geometry.strides,
-            geometry.dilations,
-        )  # (n, *P, G, *K)
-        src = src.transpose(1 + k, 0, *range(1, 1 + k), *range(2 + k, 2 + 2 * k))
-    else:
-        src = window_view(block, tuple(range(1, 1 + k)), ksz, geometry.strides,
-                          geometry.dilations)  # (n, *P, G, c, *K)
-        src = src.transpose(1 + k, 0, *range(1, 1 + k), *range(3 + k, 3 + 2 * k), 2 + k)
     inner = (slice(None),) * (k - 1)
     # groups, no dilation along the innermost axis: the chunk's input is first copied
     # group-major, where the kw * c values a window reads on one input row are contiguous,
     # and the columns are copied from there as items of kw * c values instead of c
     # (`_copy_row_runs`; grouped case of BENCH.md 2.45 -> 2.3 ms channels-last; with one
     # group, copied straight from the block, it measured 3-7% slower on resnet 3x3 / 1-D)
-    runs = _ROW_RUNS and g > 1 and item is not None and geometry.dilations[-1] == 1
+    runs = _ROW_RUNS and g > 1 and geometry.dilations[-1] == 1
     stride0, extent0 = geometry.strides[0], geometry.extents[0]
     rows_in = (rc - 1) * stride0 + extent0
     rest_in = block.shape[2 : 1 + k]  # the block's spatial sizes after the first
 
     def part(items):
         buf = scratch("im2col columns", gc * nc * rc * p_in * kc_, cdtype)
-        stage = None
-        if runs:
-            stage = scratch("im2col stage", gc * nc * rows_in * math.prod(rest_in) * c, cdtype)
         for gs, ns, rs in items:
             ge, ne, re_ = min(gs + gc, g), ns + nc, min(rs + rc, pix[0])
             ne = min(ne, res.shape[0])
             gn, m = ge - gs, (ne - ns) * (re_ - rs) * p_in
             cols = buf[: gn * m * kc_].reshape(gn, ne - ns, re_ - rs, *pix[1:], *ksz, c)
-            if runs:
-                b = block[ns:ne, rs * stride0 : (re_ - 1) * stride0 + extent0, ..., gs:ge, :]
+            b = block.piece(slice(ns, ne), slice(gs, ge),
+                            (rs * stride0, (re_ - 1) * stride0 + extent0))  # (n, *S, G, c)
+            item = None
+            if _VOID_COPY and c < _ROW_ITEMS and b.strides[-1] == b.itemsize and (
+                b.dtype == cdtype
+            ):
+                # each group's c channels as one opaque item: the copy moves whole c-runs
+                item = np.dtype((np.void, c * b.itemsize))
+            if runs and item is not None:
+                stage = scratch("im2col stage", gc * nc * rows_in * math.prod(rest_in) * c,
+                                cdtype)
                 _copy_row_runs(cols, _stage_groups(b, stage, item), geometry)
+            elif item is not None:
+                src = window_view(b.view(item)[..., 0], tuple(range(1, 1 + k)), ksz,
+                                  geometry.strides, geometry.dilations)  # (n, *P, G, *K)
+                cols.view(item)[..., 0][...] = src.transpose(
+                    1 + k, 0, *range(1, 1 + k), *range(2 + k, 2 + 2 * k))
             else:
-                dst = cols if item is None else cols.view(item)[..., 0]
-                dst[...] = src[gs:ge, ns:ne, rs:re_]
+                src = window_view(b, tuple(range(1, 1 + k)), ksz, geometry.strides,
+                                  geometry.dilations)  # (n, *P, G, c, *K)
+                cols[...] = src.transpose(1 + k, 0, *range(1, 1 + k),
+                                          *range(3 + k, 3 + 2 * k), 2 + k)
             cols = cols.reshape(gn, m, kc_)
             tv = res[(slice(ns, ne), slice(rs, re_), *inner, slice(gs, ge))]
             view = _try_reshape(tv, (m, gn, o))
@@ -738,13 +743,9 @@ def _chunks_a(block, wmat, geometry, res, sizes, pix, cdtype):
     ksz = geometry.kernel_sizes
     o, ck = wmat.shape[1:]
     p_in = math.prod(pix[1:])
-    src = window_view(block, tuple(range(3, 3 + k)), ksz, geometry.strides,
-                      geometry.dilations)  # (n, G, c, *P, *K)
-    perm = (1, 2, *range(3 + k, 3 + 2 * k), 0, *range(3, 3 + k))
-    src = src.transpose(perm)  # (G, c, *K, n, *P)
+    perm = (1, 2, *range(3 + k, 3 + 2 * k), 0, *range(3, 3 + k))  # (G, c, *K, n, *P)
     stride, extent = geometry.strides[0], geometry.extents[0]
     inner = (slice(None),) * (k - 1)
-    kidx = (slice(None),) * k
 
     def part(items):
         buf = scratch("im2col columns", gc * nc * rc * p_in * ck, cdtype)
@@ -752,10 +753,11 @@ def _chunks_a(block, wmat, geometry, res, sizes, pix, cdtype):
             ge, ne, re_ = min(gs + gc, g), min(ns + nc, res.shape[0]), min(rs + rc, pix[0])
             gn, nn, m = ge - gs, ne - ns, (re_ - rs) * p_in
             cols = buf[: gn * ck * nn * m].reshape(gn, c, *ksz, nn, re_ - rs, *pix[1:])
-            b = _cut(block[ns:ne, gs:ge], 3, rs * stride, (re_ - 1) * stride + extent)
+            b = block.piece(slice(ns, ne), slice(gs, ge),
+                            (rs * stride, (re_ - 1) * stride + extent))  # (n, G, c, *S)
             if not _copy_rows_a(b, geometry, cols, perm):
-                cols[...] = src[(slice(gs, ge), slice(None), *kidx, slice(ns, ne),
-                                 slice(rs, re_))]
+                cols[...] = window_view(b, tuple(range(3, 3 + k)), ksz, geometry.strides,
+                                        geometry.dilations).transpose(perm)
             cols = cols.reshape(gn, ck, nn * m)
             if nn == 1:
                 tv = res[(ns, slice(gs, ge), slice(None), slice(rs, re_))]
