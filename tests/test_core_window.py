@@ -7,7 +7,7 @@ import pytest
 
 import layoutops as lo
 from layoutops.kernels.plan import split_tiles
-from layoutops.kernels.window import padded_block, source_indices, window_view
+from layoutops.kernels.window import TileBlock, padded_block, source_indices, window_view
 
 
 def reference_index(pos, size, mode):
@@ -94,6 +94,36 @@ def test_padded_block_is_a_view_inside_and_a_copy_outside():
     assert not np.shares_memory(outside, x)
     cast = padded_block(x, (0, 1), ((1, 4), (0, 6)), dtype=np.float32)
     assert cast.dtype == np.float32 and not np.shares_memory(cast, x)
+
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("letters", ["NHWGC", "NGCHW", "HNWCG"])
+def test_tile_block_pieces_are_cuts_of_the_padded_reference(mode, letters):
+    # the reference: np.pad of the whole input, cut to the tile's spans, then to the piece
+    rng = np.random.default_rng(5)
+    sizes = dict(N=3, G=2, C=3, H=7, W=6)
+    x = rng.standard_normal([sizes[c] for c in letters]).astype(np.float32)
+    axes = (letters.index("H"), letters.index("W"))
+    spans = ((-2, 8), (-1, 7))  # both borders of H, both of W
+    canon = "NGCHW"
+    perm = [letters.index(c) for c in canon]
+    np_mode = {"constant": "constant", "reflect": "reflect", "replicate": "edge",
+               "circular": "wrap"}[mode]
+    pads = [(0, 0)] * x.ndim
+    for ax, (lo_, hi) in zip(axes, spans, strict=True):
+        pads[ax] = (-lo_, hi - x.shape[ax])
+    want = np.pad(x, pads, mode=np_mode).transpose(perm)  # spans start at the pad edge
+    blk = TileBlock(x, axes, spans, perm, n_axis=letters.index("N"),
+                    g_axis=letters.index("G"), mode=mode)
+    assert blk.shape == want.shape
+    np.testing.assert_array_equal(blk.whole(), want)
+    for samples, groups, rows in [(slice(0, 3), slice(0, 2), (0, 10)),
+                                  (slice(1, 2), slice(1, 2), (0, 3)),
+                                  (slice(0, 2), slice(0, 1), (3, 6)),  # inside: a view
+                                  (slice(2, 3), slice(0, 2), (8, 10))]:
+        got = blk.piece(samples, groups, rows)
+        np.testing.assert_array_equal(got, want[samples, groups, :, rows[0] : rows[1]])
 
 
 @pytest.mark.parametrize(
