@@ -234,7 +234,10 @@ def conv_forward(
         block_pix = math.prod((p - 1) * s + e for p, s, e in spans)
         block = n * groups * c_per * block_pix
         res = n * groups * o_per * pix
-        if algorithm == "im2col":
+        if algorithm == "im2col" and _wide_cost(geometry, groups, c_per, tile[1:], itemsize):
+            # wide row columns: the kw kernel offsets only (KW, not KH * KW, copies)
+            work = n * _wide_cost(geometry, groups, c_per, tile[1:], itemsize) + res
+        elif algorithm == "im2col":
             work = n * groups * c_per * taps * pix + res  # columns, GEMM result
         elif algorithm == "per_tap":
             # flat accumulator and scratch (or the gathered tap)
@@ -281,6 +284,25 @@ def conv_forward(
         if res is not tgt:
             tgt[...] = res
     return out
+
+
+#: cost a wide row tile by its kw-offset columns, not by the whole im2col columns (those
+#: split the resnet 3x3 case of BENCH.md into two tiles, two pipeline starts and drains:
+#: 9-round A/B 10.0/9.6 -> 9.8/9.5 ms channels-first/-last)
+_WIDE_TILE_COST = True
+
+
+def _wide_cost(geometry, groups, c, pix, itemsize) -> int:
+    """Elements of one sample's wide row columns (every chunk's) if a tile with output
+    sizes ``pix`` runs as wide row GEMMs (`wide_rows.rows_per_chunk`), else 0."""
+    if not (_WIDE_ROWS and _WIDE_TILE_COST):
+        return 0
+    rows = rows_per_chunk(geometry, groups, c, pix, itemsize)
+    if rows is None:
+        return 0
+    halo = (geometry.kernel_sizes[0] - 1) * geometry.dilations[0]
+    chunks = -(-pix[0] // rows)
+    return (pix[0] + chunks * halo) * pix[1] * geometry.kernel_sizes[1] * c
 
 
 def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, cdtype, mode,
