@@ -134,6 +134,38 @@ def test_im2col_chunk_pipelines_match_reference(case, last, chunk, threads, monk
     np.testing.assert_array_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular", "zeros-float16"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize(("groups", "stride"), [(1, 2), (2, 1)])
+def test_im2col_chunks_pad_their_own_pieces(mode, layout, groups, stride, threads,
+                                            monkeypatch):
+    """Each im2col chunk pads its own piece of the tile's block (`window.TileBlock`): every
+    padding mode, a cast (float16 input), pieces cut by samples, groups and rows."""
+    monkeypatch.setattr(kconv, "_CHUNK_BYTES", 700)
+    monkeypatch.setattr(kconv, "_THIN_CHUNK_BYTES", 700)
+    monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(kconv, "_WIDE_ROWS", False)  # the im2col chunks themselves
+    rng = np.random.default_rng(11)
+    dtype = np.float16 if mode == "zeros-float16" else np.float64
+    x = rng.standard_normal((3, 4, 9, 8)).astype(dtype)
+    w = rng.standard_normal((6, 4 // groups, 3, 3)).astype(dtype)
+    pad_mode = "zeros" if mode == "zeros-float16" else mode
+    pads = ((2, 1), (1, 2))
+    want = conv_ref(x, w, strides=(stride, stride), pads=pads, dilations=(1, 1),
+                    groups=groups, mode=pad_mode)
+    tol = 1e-2 if dtype == np.float16 else 1e-12
+    runs = []
+    for n in (1, 2):
+        threads(n)
+        got = lo.conv2d(act_to(x, "NCHW", layout), kernel_to(w, _KERNELS[layout], "OIHW"),
+                        stride=stride, padding=[(2, 1), (1, 2)], groups=groups,
+                        padding_mode=pad_mode, layout=layout, algorithm="im2col")
+        assert got.dtype == dtype
+        np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=tol, atol=tol)
+        runs.append(got)
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("shape", [(5, 6, 7, 7), (4, 9, 6, 5), (3, 70, 4, 5), (33, 7, 3, 3)])
 def test_global_avg_pool_plane_sums_split_over_threads(layout, shape, threads, monkeypatch):
