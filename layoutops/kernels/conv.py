@@ -234,9 +234,10 @@ def conv_forward(
         block_pix = math.prod((p - 1) * s + e for p, s, e in spans)
         block = n * groups * c_per * block_pix
         res = n * groups * o_per * pix
-        if algorithm == "im2col" and _wide_cost(geometry, groups, c_per, tile[1:], itemsize):
+        wide = algorithm == "im2col" and _wide_cost(geometry, groups, c_per, tile[1:], itemsize)
+        if wide:
             # wide row columns: the kw kernel offsets only (KW, not KH * KW, copies)
-            work = n * _wide_cost(geometry, groups, c_per, tile[1:], itemsize) + res
+            work = n * wide + res
         elif algorithm == "im2col":
             work = n * groups * c_per * taps * pix + res  # columns, GEMM result
         elif algorithm == "per_tap":

@@ -143,7 +143,6 @@ def padded_block(
     return block.astype(dtype, copy=False)
 
 
-
 class TileBlock:
     """The padded input block of one tile, built whole or piece by piece, in a permuted
     (canonical) axis order.
