@@ -526,3 +526,39 @@ def test_channels_first_phase_planes_one_image_per_tile(case, monkeypatch):
     assert kwargs["groups"] == 1
     y = lo.conv_transpose2d(x, w, b, **kwargs)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
+class _NanEmptyNumPy:
+    """NumPy, except that `empty` returns arrays full of NaN (so an output the kernels
+    forget to zero shows)."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(shape, dtype=float, **kwargs):
+        return np.full(shape, np.nan, dtype=dtype)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", GRID, ids=[str(i) for i in range(len(GRID))])
+def test_uninitialized_output_is_zeroed_on_every_path(case, layout, monkeypatch):
+    """The op allocates its output uninitialized; the scatter zeros it, per batch run on the
+    pipelines' threads (channels-last rows, channels-first phase planes: several runs here)
+    or whole (the general path: groups, dilated strided rows). Appended positions and cells
+    no tap reaches must come out as the bias."""
+    from layoutops.kernels import conv_transpose as kct
+    from layoutops.kernels.threads import set_num_threads
+    from layoutops.ops import conv_transpose as oct_
+
+    monkeypatch.setattr(oct_, "np", _NanEmptyNumPy())
+    monkeypatch.setattr(kct, "PHASE_TILE_BYTES", 1)  # one image per tile: several runs
+    monkeypatch.setattr(kct, "ROW_TILE_BYTES", 64)
+    x, w, b, kwargs, expected = grid_case(case, n_batch=3, seed=4)
+    old = set_num_threads(2)
+    try:
+        y = lo.conv_transpose(relayout(x, "NCHW", layout), relayout(w, "IOHW", "IOHW"), b,
+                              layout=layout, kernel_layout="IOHW", **kwargs)
+    finally:
+        set_num_threads(old)
+    np.testing.assert_allclose(y, relayout(expected, "NCHW", layout), rtol=1e-12, atol=1e-12)

@@ -298,8 +298,8 @@ def _conv_transpose(
     out_spec = ops.out_layout.spec
     out_shape = tuple(sizes[c] for c in out_spec)
     cdtype = ops.compute_dtype
-    out = np.zeros(out_shape, dtype=cdtype)
-    if ops.batch and ops.c_out:
+    out = np.empty(out_shape, dtype=cdtype)  # zeroed by conv_transpose_scatter
+    if out.size:
         c_axis = out_spec.index("C")
         grouped_shape = (
             out_shape[:c_axis] + (ops.groups, ops.c_out // ops.groups) + out_shape[c_axis + 1 :]
@@ -313,6 +313,7 @@ def _conv_transpose(
             out_spec.replace("C", "GO"),
             spatial,
             geometry,
+            zeroed=False,
         )
     add_bias(out, ops.out_layout, ops.bias)
     if out.dtype != ops.dtype:
