@@ -117,7 +117,8 @@ def test_im2col_chunk_pipelines_match_reference(case, last, chunk, threads, monk
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape)
     w = rng.standard_normal(wshape)
-    want = conv_ref(x, w, strides=strides, pads=pads, dilations=dilations, groups=groups)
+    b = rng.standard_normal(wshape[0])  # added by each chunk to its own output
+    want = conv_ref(x, w, b, strides=strides, pads=pads, dilations=dilations, groups=groups)
     layout = _LAYOUTS[len(shape) - 2][last]
     canon = _LAYOUTS[len(shape) - 2][0]
     padding = [tuple(pair) for pair in pads]
@@ -125,7 +126,7 @@ def test_im2col_chunk_pipelines_match_reference(case, last, chunk, threads, monk
     for n in (1, 2):
         threads(n)
         got = lo.conv(act_to(x, canon, layout), kernel_to(w, _KERNELS[layout], _KERNELS[canon]),
-                      stride=strides, padding=padding, dilation=dilations, groups=groups,
+                      b, stride=strides, padding=padding, dilation=dilations, groups=groups,
                       layout=layout, algorithm="im2col")
         results.append(got)
         np.testing.assert_allclose(act_from(got, layout, canon), want, rtol=1e-12, atol=1e-12)
