@@ -85,6 +85,7 @@ import math
 import numpy as np
 
 from . import blas, taps_1d
+from .depthwise_flat import depthwise_last_flat
 from .gemm import gemm_sum
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
@@ -341,6 +342,10 @@ def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, c
 
     return run_wide_rows(rows_of, n, wmat, geometry, form, tgt, cdtype, pix, rows)
 
+
+#: channels-last depthwise convs with unit strides run as flat multiply-adds over padded row
+#: chunks (`depthwise_flat`)
+_DEPTHWISE_FLAT = True
 
 #: channels-first 1-D tiles with unit stride run as accumulating GEMMs per tap (`taps_1d`)
 _TAPS_1D = True
@@ -1436,6 +1441,14 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
               geometry.pads, geometry.out_sizes)
     )
     (hi, wi), (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)), (ho, wo) = geo
+    bias_c = None if bias is None else bias.astype(cdtype)
+    if (
+        _DEPTHWISE_FLAT
+        and sh == sw == 1
+        and all(p >= 0 for pair in geo[4] for p in pair)
+        and depthwise_last_flat(x, w, o3, ((kh, kw), (dh, dw), geo[4]), bias_c, cdtype)
+    ):
+        return True
     n = x.shape[0]
     contiguous_w = sw == 1 and x.strides[2] == g * itm
     # a stride along the width: each chunk's input rows are first split into ``sw`` phases
@@ -1457,7 +1470,6 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
     wrep = [
         np.tile(w[i, j], colstep) if tiled else w[i, j] for i in range(kh) for j in range(kw)
     ]
-    bias_c = None if bias is None else bias.astype(cdtype)
     chunks = [
         (ni, r0, q0) for ni in range(n) for r0 in range(0, ho, per) for q0 in range(0, wo, colstep)
     ]
