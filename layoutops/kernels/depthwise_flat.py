@@ -13,7 +13,7 @@ output. Every pass runs over long contiguous rows in cache.
 Against the row-by-row form (`conv._depthwise_last`: each tap a multiply-add on the output
 columns whose input exists, rows ``W_out * C`` long but ``W_in * C`` apart, virtual padding)
 on the depthwise case of BENCH.md (8x112x112x96, 3x3, 2-core test machine, 5 interleaved
-rounds): 40.9 -> 34.3 ms on two threads, 55.9 -> 43.2 ms on one.
+rounds): 39.4 -> 37.3 ms on two threads, 55.3 -> 41.4 ms on one.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ __all__ = ["CHUNK_ELEMS", "MAX_ROW_ELEMS", "MIN_WIDTH_PER_SPREAD", "depthwise_la
 
 #: values of one chunk's accumulator (its padded input and product buffer are about as
 #: large: the three stay in a core's L2 cache). 2^16 + 2^15: 8 rows of the BENCH.md case
-#: (12 rows: 37 ms on two threads, 8: 34 ms; 4: 43 ms, the calls too short for two threads)
+#: (one thread: 12 rows 47 ms, 8 rows 42, 6 rows 43; two threads: 41, 41 and 48 ms)
 CHUNK_ELEMS = 3 << 15
 #: padded rows longer than this (values) keep the row-by-row form: the repeated weights
 #: (one padded row per tap) would not stay in cache
