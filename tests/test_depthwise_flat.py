@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conv_reference import act_from, act_to, conv_ref
+from recording import record_taken
 
 import layoutops as lo
 from layoutops.kernels import conv as kconv
@@ -19,16 +20,7 @@ def forced(monkeypatch):
     call took it."""
     monkeypatch.setattr(depthwise_flat, "MIN_WIDTH_PER_SPREAD", 0)
     monkeypatch.setattr(depthwise_flat, "CHUNK_ELEMS", 150)
-    taken = []
-    original = depthwise_flat.depthwise_last_flat
-
-    def recording(*args):
-        res = original(*args)
-        taken.append(res)
-        return res
-
-    monkeypatch.setattr(kconv, "depthwise_last_flat", recording)
-    return taken
+    return record_taken(monkeypatch, kconv, "depthwise_last_flat", taken=bool)
 
 
 # (input NC*S, kernel size, padding pairs, dilation): odd and even sizes

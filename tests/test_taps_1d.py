@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conv_reference import conv_ref
+from recording import record_taken
 
 import layoutops as lo
 from layoutops.kernels import conv as kconv
@@ -23,16 +24,7 @@ def forced(monkeypatch):
     records whether each tile took it."""
     monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
     monkeypatch.setattr(taps_1d, "CHUNK_BYTES", 1)
-    taken = []
-    original = kconv._taps_1d_tile
-
-    def recording(*args):
-        res = original(*args)
-        taken.append(res is not None)
-        return res
-
-    monkeypatch.setattr(kconv, "_taps_1d_tile", recording)
-    return taken
+    return record_taken(monkeypatch, kconv, "_taps_1d_tile")
 
 
 # (input NCW, kernel OIW, padding pair, dilation)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conv_reference import act_from, act_to, conv_ref, kernel_to
+from recording import record_taken
 
 import layoutops as lo
 from layoutops.kernels import conv as kconv
@@ -26,16 +27,7 @@ def forced(monkeypatch, request):
     monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
     monkeypatch.setattr(wide_rows, "MIN_ROWS_PER_HALO", 2)
     monkeypatch.setattr(wide_rows, "CHUNK_BYTES", 600)
-    taken = []
-    original = kconv._wide_tile
-
-    def recording(*args):
-        res = original(*args)
-        taken.append(res is not None)
-        return res
-
-    monkeypatch.setattr(kconv, "_wide_tile", recording)
-    return taken
+    return record_taken(monkeypatch, kconv, "_wide_tile")
 
 
 def _run(x, w, layout, **kw):
