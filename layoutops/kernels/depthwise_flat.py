@@ -85,17 +85,17 @@ def depthwise_last_flat(x, w, out, sizes, bias, cdtype) -> bool:
             if pw_end:
                 piece[:, pw + wi :] = 0
             buf[hb * row : hb * row + slack] = 0
-            a = acc[: n_r * row].reshape(n_r, row)
-            t = tmp[: n_r * row].reshape(n_r, row)
+            total = acc[: n_r * row].reshape(n_r, row)
+            product = tmp[: n_r * row].reshape(n_r, row)
             for k, (off, wt) in enumerate(zip(offsets, weights, strict=True)):
                 src = buf[off : off + n_r * row].reshape(n_r, row)
                 if k == 0:
-                    np.multiply(src, wt, out=a)
+                    np.multiply(src, wt, out=total)
                 else:
-                    np.multiply(src, wt, out=t)
-                    np.add(a, t, out=a)
+                    np.multiply(src, wt, out=product)
+                    np.add(total, product, out=total)
             dst = out[ni, r0 : r0 + n_r]
-            dst[...] = a.reshape(n_r, wp, c)[:, :wo]
+            dst[...] = total.reshape(n_r, wp, c)[:, :wo]
             if bias is not None:
                 dst += bias
 
