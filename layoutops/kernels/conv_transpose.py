@@ -154,8 +154,9 @@ def conv_transpose_scatter(
         The kernel with a ``G`` axis, ``I`` and ``O`` per group (e.g. ``GIOHW``, ``HWOGI``),
         already in the compute dtype.
     out_grouped, out_letters : ndarray, str
-        The preallocated output (compute dtype, zero or bias-filled) with ``C`` split as
-        ``G, O`` (e.g. ``NGOHW``); written through, so it must be a writeable view.
+        The preallocated output (compute dtype; zero- or bias-filled, or uninitialized with
+        ``zeroed=False``) with ``C`` split as ``G, O`` (e.g. ``NGOHW``); written through, so
+        it must be a writeable view.
     spatial : str
         The spatial letters in the order of the per-axis values of ``geometry``.
     geometry : Geometry
