@@ -316,10 +316,24 @@ def _scatter_rows(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
     shape = (x.shape[0], *geometry.in_sizes)
     tiles = list(split_tiles(shape, cost, min(limit // threads, ROW_TILE_BYTES)))
 
+    sizes = zip(geometry.kernel_sizes, geometry.dilations, geometry.strides, strict=True)
+    # an uninitialized output whose cells get at most one tap each (kernel spread below the
+    # stride): rows are written, not added into zeros; tiling kernels (k = s, no dilation)
+    # write every cell up to in * s - crop, so no zero fill first unless the output (extra
+    # output padding) is longer
+    owned = _PHASE_WRITES and clear is not None and all((k - 1) * d < s for k, d, s in sizes)
+    if owned and all(
+        k == s and d == 1 and n * s - crop[0] >= size
+        for k, d, s, n, crop, size in zip(geometry.kernel_sizes, geometry.dilations,
+                                           geometry.strides, geometry.in_sizes, geometry.pads,
+                                           geometry.out_sizes, strict=True)
+    ):
+        clear = None
+
     def work(tile):
         with _small_ufunc_buffers():  # a per-thread (context) setting
             _rows_tile(x, tile, w, out, geometry, c_in, cdtype, run, row_len, n_blocks, gw,
-                       c_out)
+                       c_out, owned)
 
     _run_by_batch(work, tiles, threads, clear)
     return out_grouped
@@ -338,8 +352,10 @@ def _small_ufunc_buffers(size: int = 16):
         np.setbufsize(old)
 
 
-def _rows_tile(x, tile, w, out, geometry, c_in, cdtype, run, row_len, n_blocks, gw, c_out):
-    """One input tile of `_scatter_rows`, its GEMM output in this thread's scratch."""
+def _rows_tile(x, tile, w, out, geometry, c_in, cdtype, run, row_len, n_blocks, gw, c_out,
+              owned=False):
+    """One input tile of `_scatter_rows`, its GEMM output in this thread's scratch (written
+    into ``out`` with ``owned``, else added)."""
     n_sp = geometry.n_spatial
     s_last, d_last = geometry.strides[-1], geometry.dilations[-1]
     crop_last = geometry.pads[-1][0]
@@ -374,9 +390,16 @@ def _rows_tile(x, tile, w, out, geometry, c_in, cdtype, run, row_len, n_blocks, 
             src_index[-1] = slice(a, z)
             dst_index[-1] = slice(a + off, z + off)
             dst = out[tuple(dst_index)]
-            np.add(dst, src_rows[tuple(src_index)], out=dst)
+            if owned:
+                dst[...] = src_rows[tuple(src_index)]
+            else:
+                np.add(dst, src_rows[tuple(src_index)], out=dst)
 
 
+#: with an uninitialized output, `_phase_planes` writes each phase's cells (they are
+#: disjoint) instead of adding them into zeros, and skips the zero fill when the phases
+#: cover every output cell
+_PHASE_WRITES = True
 #: bytes of one batch tile of `_phase_planes` (padded input, one phase's GEMM output, its
 #: phase plane): small enough to stay in cache between the GEMM and the additions
 PHASE_TILE_BYTES = 2 << 20
@@ -444,6 +467,7 @@ def _phase_planes(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
     inner = tuple(slice(0, n) for n in geometry.in_sizes)
     threads = _threads_within(limit, cost((1,)))
     tiles = list(split_tiles((out.shape[0],), cost, min(limit // threads, PHASE_TILE_BYTES)))
+    owned = _PHASE_WRITES and clear is not None  # uninitialized: phases write, not add
 
     def work(tile_tuple):
         (tile,) = tile_tuple
@@ -473,12 +497,31 @@ def _phase_planes(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
                 src_index.append(slice(qa - q_mins[i], qb - q_mins[i]))
                 dst_index.append(slice(qa * s + r[i], (qb - 1) * s + r[i] + 1, s))
             else:
-                src = acc_plane.reshape(c_out, n_t, *widths)[tuple(src_index)]
+                src = np.moveaxis(acc_plane.reshape(c_out, n_t, *widths)[tuple(src_index)], 0, 1)
                 dst = out[tuple(dst_index)]
-                np.add(dst, np.moveaxis(src, 0, 1), out=dst)
+                if owned:
+                    dst[...] = src  # the phases' cells are disjoint: written once
+                else:
+                    np.add(dst, src, out=dst)  # into the caller's zeros or bias
             del cols, acc_plane
 
+    if owned and _phases_cover(phases, per_axis, q_mins, widths, geometry):
+        clear = None  # every output cell is written: no zero fill first
     _run_by_batch(work, tiles, threads, clear)
+    return True
+
+
+def _phases_cover(phases, per_axis, q_mins, widths, geometry: Geometry) -> bool:
+    """True if the phase planes write every output cell: every phase ``r`` (residue per
+    axis) has taps, and along every axis its plane spans all of the phase's output cells."""
+    strides = geometry.strides
+    if len(phases) != math.prod(strides):
+        return False
+    for i, s in enumerate(strides):
+        for r in {rq[0] for rq in per_axis[i]}:
+            q_end = (geometry.out_sizes[i] - r + s - 1) // s
+            if max(0, q_mins[i]) > 0 or min(q_end, q_mins[i] + widths[i]) < q_end:
+                return False
     return True
 
 
