@@ -699,3 +699,27 @@ def test_threaded_strategy_works_in_a_forked_child():
     if alive:
         proc.kill()
     assert not alive and queue.get(timeout=5) == 9.0
+
+
+def test_cached_argument_checks_follow_each_call():
+    """`prepare_conv` caches what it derives from shapes, dtypes and arguments: a repeated
+    call with other argument types, another default layout, another dtype or an unhashable
+    argument must still be checked and resolved as if it were the first."""
+    x = np.arange(50, dtype=np.float32).reshape(1, 2, 5, 5)
+    w = np.ones((2, 2, 3, 3), np.float32)
+    assert lo.conv(x, w, groups=1).shape == (1, 2, 3, 3)
+    for bad in (True, 1.0, [1]):  # True == 1 and hash(1.0) == hash(1): not the cached entry
+        with pytest.raises(ValueError, match="`groups` must be an int"):
+            lo.conv(x, w, groups=bad)
+    assert lo.conv(x, w, groups=np.int64(1)).shape == (1, 2, 3, 3)
+    # the same shapes under another default layout: (1, 2, 5, 5) is then N H W C
+    xl = np.arange(50, dtype=np.float32).reshape(1, 5, 5, 2)
+    with lo.default_layout("channels_last"):
+        got = lo.conv(xl, np.ones((3, 3, 2, 2), np.float32))
+    np.testing.assert_array_equal(got, lo.conv(xl, np.ones((3, 3, 2, 2), np.float32),
+                                               layout="NHWC"))
+    with lo.default_layout("channels_last"), pytest.raises(ValueError):
+        lo.conv(x, w)  # (1, 2, 5, 5) as NHWC has 5 channels: the OIHW-shaped kernel misfits
+    assert lo.conv(x.astype(np.float64), w).dtype == np.float64
+    with pytest.raises(TypeError, match="floating-point"):
+        lo.conv(x.astype(np.int32), w)

@@ -15,12 +15,15 @@ Internal letter strings (not `Layout` objects, since they mix roles):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import LayoutError
 from ..layouts import Layout, activation_layout, kernel_layout
+from ..layouts.layout import _DEFAULT
 from ._dtypes import as_array, float_dtypes
 from ._params import is_int
 
@@ -112,6 +115,98 @@ def prepare_conv(
     """
     x = as_array(x, "x", op)
     weight = as_array(weight, "weight", op)
+    args = (op, x.shape, x.dtype, weight.shape, weight.dtype, groups, type(groups), layout,
+            kernel_layout_spec, out_layout, transposed, depthwise, n_spatial, _DEFAULT.get())
+    try:
+        plan = _conv_plan(*args)
+    except TypeError as e:
+        if "unhashable" not in str(e):
+            raise
+        plan = _conv_plan.__wrapped__(*args)  # a list or other unhashable argument
+
+    # grouped views (no copies)
+    x_grouped = split_axis(x, plan.x_layout.channel_axis, plan.groups)
+    if plan.w_split is None:
+        w_grouped = weight if plan.w_layout.kind == "grouped_kernel" else weight[..., np.newaxis]
+    else:
+        w_grouped = split_axis(weight, plan.w_split, plan.groups)
+
+    bias_arr = None
+    if bias is not None:
+        b = as_array(bias, "bias", op)
+        c_out = plan.c_out
+        squeezed = b.reshape(-1) if b.size == c_out else None
+        if squeezed is None or sum(1 for s in b.shape if s != 1) > 1:
+            raise ValueError(
+                f"`{op}`: `bias` must have C_out={c_out} elements (shape ({c_out},) or one that "
+                f"squeezes to it), got shape {b.shape}"
+            )
+        bias_arr = squeezed.astype(plan.dtype)
+
+    return ConvOperands(
+        op=op,
+        x=x,
+        x_layout=plan.x_layout,
+        x_grouped=x_grouped,
+        x_letters=plan.x_letters,
+        weight=weight,
+        w_layout=plan.w_layout,
+        w_grouped=w_grouped,
+        w_letters=plan.w_letters,
+        bias=bias_arr,
+        out_layout=plan.out_layout,
+        groups=plan.groups,
+        batch=plan.batch,
+        c_in=plan.c_in,
+        c_out=plan.c_out,
+        in_sizes=plan.in_sizes,
+        kernel_sizes=plan.kernel_sizes,
+        dtype=plan.dtype,
+        compute_dtype=plan.compute_dtype,
+    )
+
+
+@dataclass(frozen=True)
+class _ConvPlan:
+    """What `prepare_conv` derives from the operands' shapes and dtypes and the arguments
+    alone (cached, `_conv_plan`); ``w_split`` is the kernel axis split into ``(G, O or I)``
+    (None: the kernel has its group axis, or a depthwise one gets a unit ``I`` axis)."""
+
+    x_layout: Layout
+    x_letters: str
+    w_layout: Layout
+    w_letters: str
+    w_split: int | None
+    out_layout: Layout
+    groups: int
+    batch: int
+    c_in: int
+    c_out: int
+    in_sizes: tuple[int, ...]
+    kernel_sizes: tuple[int, ...]
+    dtype: np.dtype
+    compute_dtype: np.dtype
+
+
+class _Operand(NamedTuple):
+    """An operand's shape and dtype: what the checks of `_conv_plan` read."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _conv_plan(op, x_shape, x_dtype, w_shape, w_dtype, groups, _groups_type, layout,
+               kernel_layout_spec, out_layout, transposed, depthwise, n_spatial, _default):
+    """Validate the operands' shapes, dtypes and the arguments (`prepare_conv`; cached per
+    call signature: a repeated call skips the layout resolution and the checks, 0.1-0.2 ms
+    of each conv call on the 2-core test machine). ``_groups_type`` keeps ``True`` and
+    ``1`` apart; ``_default`` is the default layout the call resolves ``None`` against."""
+    x, weight = _Operand(x_shape, x_dtype), _Operand(w_shape, w_dtype)
     check_rank(op, x, n_spatial)
     dtype, cdtype = float_dtypes(op, x=x, weight=weight)
     x_layout = activation_layout(x.ndim, layout)
@@ -192,43 +287,23 @@ def prepare_conv(
         else:
             c_out = o_per * groups
 
-    # grouped views (no copies)
-    c_axis = x_layout.channel_axis
-    x_grouped = split_axis(x, c_axis, groups)
     x_letters = x_layout.spec.replace("C", "GC")
     spec = w_layout.spec
+    w_split = None
     if w_layout.kind == "grouped_kernel":
-        w_grouped, w_letters = weight, spec
+        w_letters = spec
     elif w_layout.kind == "depthwise_kernel":
-        w_grouped = weight[..., np.newaxis]
         w_letters = spec.replace("C", "G").replace("M", "O") + "I"
     else:
         split = "I" if transposed else "O"
-        w_grouped = split_axis(weight, w_layout.axis(split), groups)
+        w_split = w_layout.axis(split)
         w_letters = spec.replace(split, "G" + split)
-
-    bias_arr = None
-    if bias is not None:
-        b = as_array(bias, "bias", op)
-        squeezed = b.reshape(-1) if b.size == c_out else None
-        if squeezed is None or sum(1 for s in b.shape if s != 1) > 1:
-            raise ValueError(
-                f"`{op}`: `bias` must have C_out={c_out} elements (shape ({c_out},) or one that "
-                f"squeezes to it), got shape {b.shape}"
-            )
-        bias_arr = squeezed.astype(dtype)
-
-    return ConvOperands(
-        op=op,
-        x=x,
+    return _ConvPlan(
         x_layout=x_layout,
-        x_grouped=x_grouped,
         x_letters=x_letters,
-        weight=weight,
         w_layout=w_layout,
-        w_grouped=w_grouped,
         w_letters=w_letters,
-        bias=bias_arr,
+        w_split=w_split,
         out_layout=o_layout,
         groups=groups,
         batch=batch,
