@@ -29,6 +29,7 @@ from ._params import is_int
 
 __all__ = [
     "ConvOperands",
+    "ConvPlan",
     "prepare_conv",
     "split_axis",
     "add_bias",
@@ -40,19 +41,17 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class ConvOperands:
-    """Everything a conv-family kernel needs, validated."""
+class ConvPlan:
+    """What `prepare_conv` derives from the operands' shapes and dtypes and the arguments
+    alone (cached per call signature, `_conv_plan`); ``w_split`` is the kernel axis split
+    into ``(G, O or I)`` (None: the kernel has its group axis, or a depthwise one gets a
+    unit ``I`` axis)."""
 
-    op: str
-    x: np.ndarray
     x_layout: Layout
-    x_grouped: np.ndarray
     x_letters: str
-    weight: np.ndarray
     w_layout: Layout
-    w_grouped: np.ndarray
     w_letters: str
-    bias: np.ndarray | None
+    w_split: int | None
     out_layout: Layout
     groups: int
     batch: int
@@ -68,6 +67,18 @@ class ConvOperands:
         """The spatial letters, in the input layout's order (the order of every per-axis
         argument)."""
         return self.x_layout.spatial
+
+
+@dataclass(frozen=True)
+class ConvOperands(ConvPlan):
+    """Everything a conv-family kernel needs, validated: the plan and the arrays."""
+
+    op: str
+    x: np.ndarray
+    x_grouped: np.ndarray
+    weight: np.ndarray
+    w_grouped: np.ndarray
+    bias: np.ndarray | None
 
 
 def check_rank(op: str, x: np.ndarray, n_spatial: int | None) -> None:
@@ -144,48 +155,9 @@ def prepare_conv(
         bias_arr = squeezed.astype(plan.dtype)
 
     return ConvOperands(
-        op=op,
-        x=x,
-        x_layout=plan.x_layout,
-        x_grouped=x_grouped,
-        x_letters=plan.x_letters,
-        weight=weight,
-        w_layout=plan.w_layout,
-        w_grouped=w_grouped,
-        w_letters=plan.w_letters,
+        **plan.__dict__, op=op, x=x, x_grouped=x_grouped, weight=weight, w_grouped=w_grouped,
         bias=bias_arr,
-        out_layout=plan.out_layout,
-        groups=plan.groups,
-        batch=plan.batch,
-        c_in=plan.c_in,
-        c_out=plan.c_out,
-        in_sizes=plan.in_sizes,
-        kernel_sizes=plan.kernel_sizes,
-        dtype=plan.dtype,
-        compute_dtype=plan.compute_dtype,
     )
-
-
-@dataclass(frozen=True)
-class _ConvPlan:
-    """What `prepare_conv` derives from the operands' shapes and dtypes and the arguments
-    alone (cached, `_conv_plan`); ``w_split`` is the kernel axis split into ``(G, O or I)``
-    (None: the kernel has its group axis, or a depthwise one gets a unit ``I`` axis)."""
-
-    x_layout: Layout
-    x_letters: str
-    w_layout: Layout
-    w_letters: str
-    w_split: int | None
-    out_layout: Layout
-    groups: int
-    batch: int
-    c_in: int
-    c_out: int
-    in_sizes: tuple[int, ...]
-    kernel_sizes: tuple[int, ...]
-    dtype: np.dtype
-    compute_dtype: np.dtype
 
 
 class _Operand(NamedTuple):
@@ -298,7 +270,7 @@ def _conv_plan(op, x_shape, x_dtype, w_shape, w_dtype, groups, _groups_type, lay
         split = "I" if transposed else "O"
         w_split = w_layout.axis(split)
         w_letters = spec.replace(split, "G" + split)
-    return _ConvPlan(
+    return ConvPlan(
         x_layout=x_layout,
         x_letters=x_letters,
         w_layout=w_layout,
