@@ -607,3 +607,24 @@ def test_max_unpool_1d_3d(layout):
     up = lo.max_unpool(out, idx, 2, padding=1, output_size=in_sizes, layout=layout)
     want = ref.max_unpool(from_layout(out, layout), from_layout(idx, layout), in_sizes)
     np.testing.assert_array_equal(from_layout(up, layout), want)
+
+
+def test_cached_geometry_follows_each_call():
+    """Pool geometries are cached by input shape, layout and typed arguments: a repeated
+    call with another argument type or value is still checked and resolved afresh."""
+    x = np.arange(2 * 3 * 6 * 6, dtype=np.float32).reshape(2, 3, 6, 6)
+    want = lo.avg_pool(x, 2)
+    np.testing.assert_array_equal(lo.avg_pool(x, 2), want)
+    with pytest.raises(TypeError):
+        lo.avg_pool(x, 2, ceil_mode=1)  # 1 == True, but not a bool
+    lo.avg_pool(x, 2, ceil_mode=True)
+    with pytest.raises(TypeError):
+        lo.avg_pool(x, 2, ceil_mode=1)
+    for bad in (2.0, True, [2, 2.0]):  # 2.0 == 2 == True... as cache keys
+        with pytest.raises((TypeError, ValueError)):
+            lo.avg_pool(x, bad)
+    np.testing.assert_array_equal(lo.avg_pool(x, np.array([2, 2])), want)  # unhashable
+    np.testing.assert_array_equal(lo.avg_pool(x, [2, 2]), want)
+    assert lo.avg_pool(x, 3).shape == (2, 3, 2, 2)
+    assert lo.max_pool(x, 2, stride=1).shape == (2, 3, 5, 5)
+    assert lo.max_pool(x[:, :, :5], 2, stride=1).shape == (2, 3, 4, 5)  # another shape
