@@ -70,7 +70,7 @@ class GemmRecorder:
     def __init__(self):
         self.calls: list[tuple] = []
         self.main = threading.get_ident()
-        self._region: list[int | None] = [None]
+        self._region: int | None = None  # the pipeline being recorded
         self._regions = 0
         self._split: dict[int, bool] = {}
         self._lock = threading.Lock()
@@ -80,7 +80,7 @@ class GemmRecorder:
 
     def _log(self, kind: str, args: tuple, flops: int) -> None:
         with self._lock:
-            self.calls.append((self._region[0], threading.get_ident(), kind, args, flops))
+            self.calls.append((self._region, threading.get_ident(), kind, args, flops))
 
     def __enter__(self):
         real_matmul, real_tensordot = np.matmul, np.tensordot
@@ -89,14 +89,13 @@ class GemmRecorder:
         def matmul(a, b, out=None, **kw):
             a, b = np.asarray(a), np.asarray(b)
             res = real_matmul(a, b, out=out, **kw)
-            self._log("matmul", (a, b, out), _matmul_flops(a, b))
+            self._log("matmul", (a, b, out), 2 * np.size(res) * a.shape[-1])
             return res
 
         def tensordot(a, b, axes=2):
             a, b = np.asarray(a), np.asarray(b)
             res = real_tensordot(a, b, axes)
-            contracted = (a.size * b.size) // max(1, res.size)
-            self._log("tensordot", (a, b, axes), 2 * res.size * int(math.isqrt(contracted)))
+            self._log("tensordot", (a, b, axes), 2 * res.size * _contracted(a, axes))
             return res
 
         def gemm(a, b, c, accumulate):
@@ -108,14 +107,14 @@ class GemmRecorder:
         def pipelines(fn, items, threads=None):
             with self._lock:
                 self._regions += 1
-                self._region[0] = self._regions
+                self._region = self._regions
                 # as `blas.pipelines` decides: several threads, BLAS held to one
                 n = min(get_num_threads() if threads is None else threads, len(items))
                 self._split[self._regions] = n > 1
             try:
                 return real_pipelines(fn, items, threads)
             finally:
-                self._region[0] = None
+                self._region = None
 
         self._saved = [
             (np, "matmul", real_matmul), (np, "tensordot", real_tensordot),
@@ -172,12 +171,12 @@ class GemmRecorder:
         return replay
 
 
-def _matmul_flops(a: np.ndarray, b: np.ndarray) -> int:
-    if a.ndim == 1 or b.ndim == 1:
-        return 2 * max(a.size, b.size) * (1 if a.ndim == 1 and b.ndim == 1 else
-                                          (b.shape[-1] if a.ndim == 1 else a.shape[-2]))
-    batch = math.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
-    return 2 * batch * a.shape[-2] * a.shape[-1] * b.shape[-1]
+def _contracted(a: np.ndarray, axes) -> int:
+    """The length of the sums `numpy.tensordot` makes (every result value is one)."""
+    if isinstance(axes, int):
+        return math.prod(a.shape[a.ndim - axes :])
+    first = axes[0]
+    return math.prod(a.shape[i] for i in ([first] if isinstance(first, int) else first))
 
 
 def _issue(kind: str, args: tuple) -> None:
