@@ -316,18 +316,11 @@ def _scatter_rows(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
     shape = (x.shape[0], *geometry.in_sizes)
     tiles = list(split_tiles(shape, cost, min(limit // threads, ROW_TILE_BYTES)))
 
-    sizes = zip(geometry.kernel_sizes, geometry.dilations, geometry.strides, strict=True)
-    # an uninitialized output whose cells get at most one tap each (kernel spread below the
-    # stride): rows are written, not added into zeros; tiling kernels (k = s, no dilation)
-    # write every cell up to in * s - crop, so no zero fill first unless the output (extra
-    # output padding) is longer
-    owned = _PHASE_WRITES and clear is not None and all((k - 1) * d < s for k, d, s in sizes)
-    if owned and all(
-        k == s and d == 1 and n * s - crop[0] >= size
-        for k, d, s, n, crop, size in zip(geometry.kernel_sizes, geometry.dilations,
-                                           geometry.strides, geometry.in_sizes, geometry.pads,
-                                           geometry.out_sizes, strict=True)
-    ):
+    # an uninitialized output whose cells get at most one tap each: rows are written, not
+    # added into zeros, and with every cell written no zero fill first
+    single, every = _single_taps(geometry)
+    owned = _PHASE_WRITES and clear is not None and single
+    if owned and every:
         clear = None
 
     def work(tile):
@@ -337,6 +330,20 @@ def _scatter_rows(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
 
     _run_by_batch(work, tiles, threads, clear)
     return out_grouped
+
+
+def _single_taps(geometry: Geometry) -> tuple[bool, bool]:
+    """``(single, every)``: every output cell gets at most one tap (kernel spread below the
+    stride on every axis), and every cell gets one (tiling kernels, ``k = s`` without
+    dilation, reach each cell up to ``in * s - crop``; extra output padding is not reached)."""
+    single = every = True
+    for k, d, s, n, (crop, _), size in zip(
+        geometry.kernel_sizes, geometry.dilations, geometry.strides, geometry.in_sizes,
+        geometry.pads, geometry.out_sizes, strict=True,
+    ):
+        single = single and (k - 1) * d < s
+        every = every and k == s and d == 1 and n * s - crop >= size
+    return single, single and every
 
 
 @contextlib.contextmanager
