@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 from layoutops import bench
-from layoutops.kernels import blas, taps_1d
+from layoutops.kernels import blas, taps_1d, taps_flat
 from layoutops.kernels import gemm as gemm_module
 from layoutops.kernels.threads import get_num_threads
 
@@ -119,10 +119,10 @@ class GemmRecorder:
         self._saved = [
             (np, "matmul", real_matmul), (np, "tensordot", real_tensordot),
             (gemm_module, "gemm", real_gemm), (taps_1d, "gemm", taps_1d.gemm),
-            (blas, "pipelines", real_pipelines),
+            (taps_flat, "gemm", taps_flat.gemm), (blas, "pipelines", real_pipelines),
         ]
         np.matmul, np.tensordot = matmul, tensordot
-        gemm_module.gemm = taps_1d.gemm = gemm
+        gemm_module.gemm = taps_1d.gemm = taps_flat.gemm = gemm
         blas.pipelines = pipelines
         return self
 

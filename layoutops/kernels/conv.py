@@ -84,7 +84,7 @@ import math
 
 import numpy as np
 
-from . import blas, taps_1d
+from . import blas, taps_1d, taps_flat
 from .depthwise_flat import depthwise_last_flat
 from .gemm import gemm_sum
 from .geometry import Geometry
@@ -264,7 +264,10 @@ def conv_forward(
         blk_letters = "NGC" + spatial if form == "A" else "N" + spatial + "GC"
         perm = [x_letters.index(c) for c in blk_letters]
         res = None
-        if algorithm == "im2col" and _WIDE_ROWS:
+        if algorithm == "im2col" and _TAPS_FLAT and mode == "constant":
+            res = _taps_flat_tile(x_grouped[tuple(xs)].transpose(perm), spans, prep, geometry,
+                                  form, tgt_arg, cdtype)
+        if res is None and algorithm == "im2col" and _WIDE_ROWS:
             res = _wide_tile(x_grouped[tuple(xs)], x_axes, n_axis, perm, spans, prep,
                              geometry, form, tgt_arg, cdtype, mode, cast)
         if res is None and algorithm == "im2col" and _TAPS_1D and form == "A" and (
@@ -346,6 +349,27 @@ def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, c
 #: channels-last depthwise convs with unit strides run as flat multiply-adds over padded row
 #: chunks (`depthwise_flat`)
 _DEPTHWISE_FLAT = True
+
+#: 2-D tiles with unit strides, an output as wide as the input and enough channels run as
+#: accumulating GEMMs per tap on flat views of the input (`taps_flat`)
+_TAPS_FLAT = True
+
+
+def _taps_flat_tile(x_canon, spans, wmat, geometry, form, tgt, cdtype):
+    """The 2-D tile ``x_canon`` (``(n, G, c, H, W)`` / ``(n, H, W, G, c)``, unpadded) by
+    per-tap GEMMs on flat views (`taps_flat`), or ``None`` if they do not apply."""
+    if geometry.n_spatial != 2 or geometry.strides != (1, 1):
+        return None
+    x = x_canon[:, 0] if form == "A" else x_canon[:, :, :, 0]
+    g, ck = (wmat.shape[0], wmat.shape[2]) if form == "A" else wmat.shape[:2]
+    pix = tuple(hi - lo - e + 1 for (lo, hi), e in zip(spans, geometry.extents, strict=True))
+    if x_canon.shape[0] * math.prod(pix) * ck * np.dtype(cdtype).itemsize <= _MIN_SPLIT_BYTES:
+        return None  # small: one GEMM (`_run_im2col`)
+    if not taps_flat.applies(geometry, g, x, form, cdtype, spans[1][0], pix):
+        return None
+    return taps_flat.run_taps_flat(x, spans[0][0], spans[1][0], wmat, geometry, form, tgt,
+                                   cdtype, pix)
+
 
 #: channels-first 1-D tiles with unit stride run as accumulating GEMMs per tap (`taps_1d`)
 _TAPS_1D = True
