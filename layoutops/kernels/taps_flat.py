@@ -130,7 +130,7 @@ def run_taps_flat(x: np.ndarray, row0: int, col0: int, wmat: np.ndarray, geometr
         n, height, width, c = x.shape
         o = wmat.shape[2]
         w4 = wmat[0].reshape(kh, kw, c, o)
-        wtaps = w4
+        wtaps = np.ascontiguousarray(w4)  # (kh, kw, c, O)
         xf = _flat(x, (n, height * width, c))
     rows_out = pix[0]
     shape = (n, 1, o, rows_out, width) if first else (n, rows_out, width, 1, o)
@@ -147,23 +147,21 @@ def run_taps_flat(x: np.ndarray, row0: int, col0: int, wmat: np.ndarray, geometr
     size = height * width
     shifts = [col0 + j * dw for j in range(kw)]  # input column - output column, per j
     # kernel columns by shift, the shift 0 first (its taps never wrap)
-    groups = {}
+    by_shift = {}
     for j in sorted(range(kw), key=lambda j: shifts[j] != 0):
-        groups.setdefault(shifts[j], []).append(j)
+        by_shift.setdefault(shifts[j], []).append(j)
 
     def part(items):
         for s, r0, r1 in items:
-            target = rf[s, :, r0 * width : r1 * width] if first else rf[s, r0 * width : r1
-                                                                        * width]
             out = res[s, 0, :, r0:r1] if first else res[s, r0:r1, :, 0]
             # the first GEMM writes: a tap of shift 0 that reads inside the input for every
             # row of the chunk, if there is one; else the chunk starts from zeros
-            start = next(((i, j) for j in groups.get(0, ()) for i in range(kh)
+            start = next(((i, j) for j in by_shift.get(0, ()) for i in range(kh)
                           if _covers_rows(row0 + i * dh, r0, r1, height)), None)
             if start is None:
-                target[...] = 0
+                out[...] = 0
             accumulate = start is None
-            for shift, js in groups.items():
+            for shift, js in by_shift.items():
                 taps = [(i, j) for j in js for i in range(kh)]
                 if start in taps:
                     taps.remove(start)
