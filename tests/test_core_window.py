@@ -165,3 +165,38 @@ def test_split_tiles_zero_size_and_limit_context():
     assert lo.get_workspace_limit() == 64 * 2**20
     with pytest.raises(ValueError, match="workspace limit must be an int >= 65536"):
         lo.set_workspace_limit(10)
+
+
+@pytest.mark.parametrize("letters", ["NHWGC", "HNWGC"])
+@pytest.mark.parametrize("spans", [((-2, 8), (-1, 7)), ((1, 6), (0, 6)), ((-1, 3), (2, 9))])
+def test_tile_block_group_major_pieces_match_the_padded_reference(letters, spans):
+    """`TileBlock.piece_group_major`: the zero-padded piece in (G, n, *S, c) order, written
+    into a buffer that held other values before (every border cell is written)."""
+    rng = np.random.default_rng(6)
+    sizes = dict(N=3, G=4, C=2, H=7, W=6)
+    x = rng.standard_normal([sizes[c] for c in letters]).astype(np.float32)
+    axes = (letters.index("H"), letters.index("W"))
+    canon = "NHWGC"
+    perm = [letters.index(c) for c in canon]
+    pads = [(0, 0)] * x.ndim
+    for ax, (lo_, hi) in zip(axes, spans, strict=True):
+        pads[ax] = (max(0, -lo_), max(0, hi - x.shape[ax]))
+    padded = np.pad(x, pads).transpose(perm)  # (N, H', W', G, C)
+    want = padded[:, spans[0][0] + pads[axes[0]][0] : spans[0][1] + pads[axes[0]][0],
+                  spans[1][0] + pads[axes[1]][0] : spans[1][1] + pads[axes[1]][0]]
+    blk = TileBlock(x, axes, spans, perm, n_axis=letters.index("N"),
+                    g_axis=letters.index("G"), mode="constant")
+    stage = np.full(4096, np.nan, np.float32)
+    for samples, groups, rows in [(slice(0, 3), slice(0, 4), (0, want.shape[1])),
+                                  (slice(1, 2), slice(1, 3), (0, 3)),
+                                  (slice(0, 2), slice(2, 4), (2, want.shape[1]))]:
+        got = blk.piece_group_major(samples, groups, rows, stage)
+        ref = want[samples, rows[0] : rows[1], :, groups].transpose(3, 0, 1, 2, 4)
+        np.testing.assert_array_equal(got, ref)
+    # other padding modes and casts: not done here (the caller pads and stages)
+    assert TileBlock(x, axes, spans, perm, n_axis=letters.index("N"), g_axis=letters.index("G"),
+                     mode="reflect").piece_group_major(slice(0, 1), slice(0, 1), (0, 2),
+                                                       stage) is None
+    assert TileBlock(x, axes, spans, perm, n_axis=letters.index("N"), g_axis=letters.index("G"),
+                     mode="constant", dtype=np.float64).piece_group_major(
+        slice(0, 1), slice(0, 1), (0, 2), stage) is None

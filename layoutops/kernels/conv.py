@@ -714,8 +714,18 @@ def _chunks_b(block, wmat, geometry, res, sizes, pix, cdtype):
             ne = min(ne, res.shape[0])
             gn, m = ge - gs, (ne - ns) * (re_ - rs) * p_in
             cols = buf[: gn * m * kc_].reshape(gn, ne - ns, re_ - rs, *pix[1:], *ksz, c)
-            b = block.piece(slice(ns, ne), slice(gs, ge),
-                            (rs * stride0, (re_ - 1) * stride0 + extent0))  # (n, *S, G, c)
+            block_rows = (rs * stride0, (re_ - 1) * stride0 + extent0)
+            if runs and _VOID_COPY and c < _ROW_ITEMS and _STAGE_FROM_INPUT:
+                stage = scratch("im2col stage", gc * nc * rows_in * math.prod(rest_in) * c,
+                                cdtype)
+                staged = block.piece_group_major(slice(ns, ne), slice(gs, ge), block_rows,
+                                                 stage)
+                if staged is not None:
+                    _copy_row_runs(cols, staged, geometry)
+                    _chunk_gemm_b(cols.reshape(gn, m, kc_), wmat[gs:ge], res, ns, ne, rs,
+                                  re_, inner, gs, ge, o)
+                    continue
+            b = block.piece(slice(ns, ne), slice(gs, ge), block_rows)  # (n, *S, G, c)
             item = None
             if _VOID_COPY and c < _ROW_ITEMS and b.strides[-1] == b.itemsize and (
                 b.dtype == cdtype
@@ -736,20 +746,29 @@ def _chunks_b(block, wmat, geometry, res, sizes, pix, cdtype):
                                   geometry.dilations)  # (n, *P, G, c, *K)
                 cols[...] = src.transpose(1 + k, 0, *range(1, 1 + k),
                                           *range(3 + k, 3 + 2 * k), 2 + k)
-            cols = cols.reshape(gn, m, kc_)
-            tv = res[(slice(ns, ne), slice(rs, re_), *inner, slice(gs, ge))]
-            view = _try_reshape(tv, (m, gn, o))
-            if view is not None and _blasable(view.transpose(1, 0, 2)):
-                np.matmul(cols, wmat[gs:ge], out=view.transpose(1, 0, 2))
-            else:
-                out = np.matmul(cols, wmat[gs:ge])  # (gn, m, o)
-                tv[...] = out.transpose(1, 0, 2).reshape(tv.shape)
+            _chunk_gemm_b(cols.reshape(gn, m, kc_), wmat[gs:ge], res, ns, ne, rs, re_, inner,
+                          gs, ge, o)
 
     return part
 
 
+def _chunk_gemm_b(cols, wmat, res, ns, ne, rs, re_, inner, gs, ge, o) -> None:
+    """A channels-last chunk's (batched over groups) GEMM ``cols (gn, m, Kc) @ wmat (gn, Kc,
+    O)`` into its block of the result, straight into it when BLAS can write there."""
+    gn, m = cols.shape[:2]
+    tv = res[(slice(ns, ne), slice(rs, re_), *inner, slice(gs, ge))]
+    view = _try_reshape(tv, (m, gn, o))
+    if view is not None and _blasable(view.transpose(1, 0, 2)):
+        np.matmul(cols, wmat, out=view.transpose(1, 0, 2))
+    else:
+        out = np.matmul(cols, wmat)  # (gn, m, o)
+        tv[...] = out.transpose(1, 0, 2).reshape(tv.shape)
+
+
 #: grouped channels-last im2col chunks copy whole kernel rows (kw * c values) as one item
 _ROW_RUNS = True
+#: ... from a group-major stage padded straight from the input (`TileBlock.piece_group_major`)
+_STAGE_FROM_INPUT = True
 
 
 def _stage_groups(b, stage, item):

@@ -212,6 +212,46 @@ class TileBlock:
                             dtype=self._dtype, scratch_slot="tile block piece"
                             ).transpose(self._perm)
 
+    def piece_group_major(self, samples: slice, groups: slice, rows: tuple[int, int],
+                          stage: np.ndarray) -> np.ndarray | None:
+        """`piece` of a channels-last block ``(n, *S, G, c)``, zero-padded straight into the
+        flat buffer ``stage`` in group-major order ``(G, n, *S, c)``: one copy (each group's
+        ``c`` values moved as one opaque item) instead of a padded piece and a group-major
+        copy of it (grouped case of BENCH.md, one thread: 0.24 + 0.22 ms per call). ``None``
+        (nothing written) unless the padding is zeros, nothing is cast and the channels are
+        contiguous."""
+        xb = self._x.transpose(self._perm)  # (n, *S, G, c), spatial axes unpadded
+        k = xb.ndim - 3
+        itm = xb.itemsize
+        if (
+            self._mode != "constant"
+            or (self._dtype is not None and np.dtype(self._dtype) != xb.dtype)
+            or xb.strides[-1] != itm
+            or stage.dtype != xb.dtype
+        ):
+            return None
+        first = self._spans[0][0]
+        spans = ((first + rows[0], first + rows[1]), *self._spans[1:])
+        xs = xb[samples, ..., groups, :]
+        n, g, c = xs.shape[0], xs.shape[-2], xs.shape[-1]
+        shape = (g, n, *(hi - lo for lo, hi in spans), c)
+        out = stage[: math.prod(shape)].reshape(shape)
+        src = [slice(None)] * (k + 3)
+        dst = [slice(None)] * (k + 3)
+        for i, (lo, hi) in enumerate(spans):
+            a, b = max(lo, 0), min(hi, xs.shape[1 + i])
+            b = max(a, b)
+            src[1 + i], dst[2 + i] = slice(a, b), slice(a - lo, b - lo)
+            for border in (slice(0, a - lo), slice(b - lo, hi - lo)):
+                if border.start < border.stop:
+                    slab = [slice(None)] * (k + 3)
+                    slab[2 + i] = border
+                    out[tuple(slab)] = 0
+        item = np.dtype((np.void, c * itm))
+        inner = out[tuple(dst)].view(item)[..., 0]  # (G, n, *S)
+        inner[...] = xs[tuple(src)].view(item)[..., 0].transpose(k + 1, *range(k + 1))
+        return out
+
 
 #: a padded copy runs piece by piece along its first axis, each piece's borders set right
 #: after its copy while its cache lines are hot (one 8x64x58x58 channels-first block:
