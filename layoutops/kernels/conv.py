@@ -468,18 +468,21 @@ def _tap_views(block: np.ndarray, form: str, geometry: Geometry):
 # -- im2col -----------------------------------------------------------------------------------
 
 
-#: target bytes of columns per pipeline chunk: a chunk's columns and its GEMM's operands stay
-#: in the core's L2 cache (4 MiB per core on the test machine; a 16 MiB copy ran at 5 GB/s,
-#: a 1 MiB one at 18 GB/s). 1 and 2 MiB measured alike on the resnet 3x3 / pointwise / stride-2
-#: cases of BENCH.md; 2 MiB was faster on the grouped case (3.8-4.0 against 4.6-4.9 ms
-#: channels-first); whole 16 MiB tiles were slowest
-_CHUNK_BYTES = 2 << 20
-#: ... and for thin GEMMs (at most `_THIN_O` output channels per group) this many: such a
-#: GEMM does little work per column byte, so a 2 MiB chunk's GEMM is mostly call and packing
-#: overhead. Steady state on the 2-core test machine (AVX-512, NumPy 2.4 / OpenBLAS 0.3.31,
-#: with 64 MiB speed tiles): 3-D case of BENCH.md 6.8/6.0 -> 3.5/3.1 ms (channels-first/
-#: -last), grouped 2.8/2.9 -> 1.9/2.5 ms, resnet 3x3 12.7/12.1 -> 12.7/11.7 ms; the
-#: stride-2 case (256 outputs) measured 5-10% slower with 8 MiB chunks, so wide GEMMs keep 2
+#: target bytes of columns per pipeline chunk. Once chunks padded their own pieces on their
+#: own threads and the chunk sizes below were set, larger chunks won for wide GEMMs too
+#: (fewer GEMMs, each reading the whole kernel): 9-round A/B on the 2-core test machine,
+#: 2 / 4 / 8 MiB, channels-first and -last, ms: the late 3x3 of BENCH.md 10.6/9.7,
+#: 9.0/8.5, 9.3/8.5; its resnet 3x3 stride 2 5.6/5.3, 5.2/4.8, 5.2/4.7; 4x64x112x112 -> 128 3x3
+#: stride 2 13.4/12.9, 11.7/10.5, 11.0/9.9; 8x128x28x28 -> 128 5x5 (channels-last on
+#: these chunks) 37.7, 29.3, 26.3; 8x256x14x14 -> 512 stride 2 alike. (An earlier version,
+#: with a serial padded copy of the whole tile first, had measured 1 and 2 MiB alike and the
+#: stride-2 case 5-10% slower with 8 MiB; whole 16 MiB tiles were slowest then.)
+_CHUNK_BYTES = 8 << 20
+#: ... and for thin GEMMs (at most `_THIN_O` output channels per group) this many (set first,
+#: when the wide ones still used 2 MiB): such a GEMM does little work per column byte, so a
+#: 2 MiB chunk's GEMM was mostly call and packing overhead. Steady state on the 2-core test
+#: machine (AVX-512, NumPy 2.4 / OpenBLAS 0.3.31, with 64 MiB speed tiles): 3-D case of
+#: BENCH.md 6.8/6.0 -> 3.5/3.1 ms (channels-first/-last), grouped 2.8/2.9 -> 1.9/2.5 ms
 _THIN_CHUNK_BYTES = 8 << 20
 _THIN_O = 64
 #: channels-last chunks are cut by samples and rows before groups: a chunk holding every
