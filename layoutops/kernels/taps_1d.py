@@ -25,8 +25,9 @@ __all__ = ["CHUNK_BYTES", "applies", "run_taps_1d"]
 
 #: target bytes of one chunk's input and output columns (1-D case of BENCH.md, 7-round A/B:
 #: 0.5 / 1 / 2 / 4 MiB took 25.3 / 20.9 / 19.8 / 20.7 ms; each GEMM call costs ~7 us of
-#: Python and ctypes, so small runs lose)
-CHUNK_BYTES = 2 << 20
+#: Python and ctypes, so small runs lose). Measured again once the other chunks had grown
+#: (9-round A/B, same machine): 2 MiB 25.5 ms, 4 MiB 24.3 (8 MiB 24.2 in a 7-round one)
+CHUNK_BYTES = 4 << 20
 
 
 def applies(geometry: Geometry, groups: int, x: np.ndarray, cdtype) -> bool:
