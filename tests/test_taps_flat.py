@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conv_reference import act_from, act_to, conv_ref, kernel_to
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from recording import record_taken
 
 import layoutops as lo
@@ -139,3 +141,43 @@ def test_taps_flat_declines_what_it_does_not_cover(forced):
     got = lo.conv2d(xs, w, padding=1, layout="NCHW", algorithm="im2col")
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     assert forced[-1] is False
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 2),
+    c=st.integers(1, 3),
+    h=st.integers(1, 9),
+    w_=st.integers(2, 12),
+    kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    rows=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+    left=st.integers(0, 6),
+    chunk=st.sampled_from([1, 400, 4000]),
+    layout=st.sampled_from(["NCHW", "NHWC"]),
+)
+def test_property_taps_flat_matches_reference(n, c, h, w_, kernel, dilation, rows, left,
+                                              chunk, layout):
+    """Any "same width" geometry (pad_left + pad_right = (kw - 1) * dw, any split), any row
+    padding, chunks of one row or more."""
+    spread = (kernel[1] - 1) * dilation[1]
+    left = min(left, spread)
+    pads = (rows, (left, spread - left))
+    out_rows = h + sum(rows) - (kernel[0] - 1) * dilation[0]
+    if out_rows < 1 or kernel == (1, 1):
+        return
+    rng = np.random.default_rng(n + 10 * c + 100 * h + 1000 * w_)
+    x = rng.standard_normal((n, c, h, w_))
+    w = rng.standard_normal((2, c, *kernel))
+    want = conv_ref(x, w, strides=(1, 1), pads=pads, dilations=dilation)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
+        mp.setattr(taps_flat, "MIN_CHANNELS", 1)
+        mp.setattr(taps_flat, "MAX_TAPS", 100)
+        mp.setattr(taps_flat, "MIN_WIDTH_PER_BORDER", 1)
+        mp.setattr(taps_flat, "MIN_PIXELS", 1)
+        mp.setattr(taps_flat, "CHUNK_BYTES", chunk)
+        taken = record_taken(mp, kconv, "_taps_flat_tile")
+        got = _run(x, w, layout, padding=list(pads), dilation=dilation)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert taken == [w_ >= spread]  # narrower than its border columns: left to the others
