@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conv_reference import act_from, act_to, conv_ref, kernel_to
+from conv_reference import conv_ref
+from forced_conv import conv2d_in
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from recording import record_taken
@@ -20,26 +21,23 @@ from layoutops.kernels.threads import set_num_threads
 pytestmark = pytest.mark.skipif(not available(np.float64),
                                 reason="no BLAS gemm with beta for float64 here")
 
-_KERNELS = {"NCHW": "OIHW", "NHWC": "HWIO"}
+
+
+def _force(mp, chunk_bytes: int = 1200):
+    """The flat path on tiny inputs (no single-GEMM shortcut, any channel and tap count,
+    narrow outputs, chunks of a few rows); records whether each tile took it."""
+    mp.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
+    mp.setattr(taps_flat, "MIN_CHANNELS", 1)
+    mp.setattr(taps_flat, "MAX_TAPS", 100)
+    mp.setattr(taps_flat, "MIN_WIDTH_PER_BORDER", 1)
+    mp.setattr(taps_flat, "MIN_PIXELS", 1)
+    mp.setattr(taps_flat, "CHUNK_BYTES", chunk_bytes)
+    return record_taken(mp, kconv, "_taps_flat_tile")
 
 
 @pytest.fixture
 def forced(monkeypatch):
-    """The flat path on tiny inputs (no single-GEMM shortcut, any channel and tap count,
-    narrow outputs, chunks of a few rows); records whether each tile took it."""
-    monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
-    monkeypatch.setattr(taps_flat, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(taps_flat, "MAX_TAPS", 100)
-    monkeypatch.setattr(taps_flat, "MIN_WIDTH_PER_BORDER", 1)
-    monkeypatch.setattr(taps_flat, "MIN_PIXELS", 1)
-    monkeypatch.setattr(taps_flat, "CHUNK_BYTES", 1200)
-    return record_taken(monkeypatch, kconv, "_taps_flat_tile")
-
-
-def _run(x, w, layout, **kw):
-    got = lo.conv2d(act_to(x, "NCHW", layout), kernel_to(w, _KERNELS[layout], "OIHW"),
-                    layout=layout, algorithm="im2col", **kw)
-    return act_from(got, layout, "NCHW")
+    return _force(monkeypatch)
 
 
 # (input NCHW, kernel OIHW, padding pairs (rows, columns) with pl + pr = (kw - 1) * dw,
@@ -65,7 +63,7 @@ def test_taps_flat_matches_reference(case, layout, dtype, forced):
     w = rng.standard_normal(wshape)
     b = rng.standard_normal(wshape[0])
     want = conv_ref(x, w, b, strides=(1, 1), pads=pads, dilations=dilation)
-    got = _run(x.astype(dtype), w.astype(dtype), layout, bias=b.astype(dtype),
+    got = conv2d_in(layout, x.astype(dtype), w.astype(dtype), bias=b.astype(dtype),
                padding=list(pads), dilation=dilation)
     tol = 1e-12 if dtype == np.float64 else 2e-5
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
@@ -83,7 +81,7 @@ def test_taps_flat_wrapped_reads_leave_no_trace(layout, forced):
     x[1, 2, 5, 0] = np.inf  # first column: the previous row's last output reads it
     w = rng.uniform(1, 2, (4, 3, 3, 3))
     want = conv_ref(x, w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1))
-    got = _run(x, w, layout, padding=1)
+    got = conv2d_in(layout, x, w, padding=1)
     assert forced and all(forced)
     assert not np.isnan(got).any()
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
@@ -102,13 +100,13 @@ def test_taps_flat_same_on_one_and_two_threads_and_under_tiling(forced):
             results = []
             for n in (1, 2):
                 set_num_threads(n)
-                results.append(_run(x, w, layout, padding=1))
+                results.append(conv2d_in(layout, x, w, padding=1))
         finally:
             set_num_threads(previous)
         np.testing.assert_array_equal(results[0], results[1])
         np.testing.assert_allclose(results[0], want, rtol=1e-12, atol=1e-12)
         with lo.workspace_limit(65536):  # row tiles: tiles start inside the input
-            tiled = _run(x, w, layout, padding=1)
+            tiled = conv2d_in(layout, x, w, padding=1)
         np.testing.assert_allclose(tiled, want, rtol=1e-12, atol=1e-12)
     assert forced and all(forced)
 
@@ -133,7 +131,7 @@ def test_taps_flat_declines_what_it_does_not_cover(forced):
         want = conv_ref(x, wk, strides=(s, s), pads=pads, dilations=(1, 1), groups=groups,
                         mode=mode)
         args = dict(kw, padding=list(pads))
-        np.testing.assert_allclose(_run(x, wk, "NCHW", **args), want, rtol=1e-12,
+        np.testing.assert_allclose(conv2d_in("NCHW", x, wk, **args), want, rtol=1e-12,
                                    atol=1e-12)
     assert not any(forced)  # none of those reached it (reflect never asks)
     xs = rng.standard_normal((2, 4, 12, 22))[:, :, :, ::2]  # no flat pixel runs
@@ -171,13 +169,7 @@ def test_property_taps_flat_matches_reference(n, c, h, w_, kernel, dilation, row
     w = rng.standard_normal((2, c, *kernel))
     want = conv_ref(x, w, strides=(1, 1), pads=pads, dilations=dilation)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
-        mp.setattr(taps_flat, "MIN_CHANNELS", 1)
-        mp.setattr(taps_flat, "MAX_TAPS", 100)
-        mp.setattr(taps_flat, "MIN_WIDTH_PER_BORDER", 1)
-        mp.setattr(taps_flat, "MIN_PIXELS", 1)
-        mp.setattr(taps_flat, "CHUNK_BYTES", chunk)
-        taken = record_taken(mp, kconv, "_taps_flat_tile")
-        got = _run(x, w, layout, padding=list(pads), dilation=dilation)
+        taken = _force(mp, chunk)
+        got = conv2d_in(layout, x, w, padding=list(pads), dilation=dilation)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     assert taken == [w_ >= spread]  # narrower than its border columns: left to the others

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conv_reference import act_from, act_to, conv_ref, kernel_to
+from forced_conv import KERNELS, conv2d_in
 from recording import record_taken
 
 import layoutops as lo
@@ -13,8 +14,6 @@ from layoutops.kernels import conv as kconv
 from layoutops.kernels import gemm as kgemm
 from layoutops.kernels import wide_rows
 from layoutops.kernels.threads import set_num_threads
-
-_KERNELS = {"NCHW": "OIHW", "NHWC": "HWIO"}
 
 
 @pytest.fixture(params=["accumulating GEMMs", "NumPy products and additions"])
@@ -29,11 +28,6 @@ def forced(monkeypatch, request):
     monkeypatch.setattr(wide_rows, "CHUNK_BYTES", 600)
     return record_taken(monkeypatch, kconv, "_wide_tile")
 
-
-def _run(x, w, layout, **kw):
-    got = lo.conv2d(act_to(x, "NCHW", layout), kernel_to(w, _KERNELS[layout], "OIHW"),
-                    layout=layout, algorithm="im2col", **kw)
-    return act_from(got, layout, "NCHW")
 
 
 # (input NCHW, kernel OIHW, stride, padding pairs, dilation): odd and even sizes
@@ -55,7 +49,7 @@ def test_wide_rows_matches_reference(case, layout, forced):
     w = rng.standard_normal(wshape)
     b = rng.standard_normal(wshape[0])
     want = conv_ref(x, w, b, strides=stride, pads=pads, dilations=dilation)
-    got = _run(x, w, layout, bias=b, stride=stride, padding=list(pads), dilation=dilation)
+    got = conv2d_in(layout, x, w, bias=b, stride=stride, padding=list(pads), dilation=dilation)
     assert forced and all(forced)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -70,7 +64,7 @@ def test_wide_rows_same_result_on_one_and_two_threads(layout, forced):
         results = []
         for n in (1, 2):
             set_num_threads(n)
-            results.append(_run(x, w, layout, padding=1))
+            results.append(conv2d_in(layout, x, w, padding=1))
     finally:
         set_num_threads(previous)
     assert all(forced)
@@ -91,7 +85,7 @@ def test_wide_rows_on_strided_input_padding_modes_and_half(layout, forced):
     xl = act_to(x, "NCHW", layout)
     if layout == "NHWC":
         xl = np.ascontiguousarray(np.moveaxis(big, 1, -1))[:, ::2, ::2]  # a strided NHWC view
-    wl = kernel_to(w, _KERNELS[layout], "OIHW")
+    wl = kernel_to(w, KERNELS[layout], "OIHW")
     got = act_from(lo.conv2d(xl, wl, layout=layout, algorithm="im2col"), layout, "NCHW")
     want = conv_ref(x, w, strides=(1, 1), pads=((0, 0), (0, 0)), dilations=(1, 1))
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
@@ -117,7 +111,7 @@ def test_wide_rows_under_workspace_tiling(layout, forced):
     x = rng.standard_normal((1, 3, 36, 33))
     w = rng.standard_normal((4, 3, 3, 3))
     with lo.workspace_limit(65536):
-        got = _run(x, w, layout, padding=1)
+        got = conv2d_in(layout, x, w, padding=1)
     want = conv_ref(x, w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1))
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     assert len(forced) > 2 and any(forced)
@@ -139,12 +133,12 @@ def test_wide_rows_declines_what_it_does_not_cover(forced, monkeypatch):
         pad = kw["padding"]
         pads = ((pad, pad), (pad, pad)) if isinstance(pad, int) else tuple((p, p) for p in pad)
         want = conv_ref(x, w, strides=stride, pads=pads, dilations=(1, 1), groups=groups)
-        np.testing.assert_allclose(_run(x, w, "NHWC", **kw), want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(conv2d_in("NHWC", x, w, **kw), want, rtol=1e-12, atol=1e-12)
     assert forced == [False] * len(cases)
     monkeypatch.setattr(wide_rows, "MIN_ROWS_PER_HALO", 16)  # 12 rows < 16 per halo row
     w = rng.standard_normal((3, 4, 3, 3))
     want = conv_ref(x, w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1))
-    np.testing.assert_allclose(_run(x, w, "NCHW", padding=1), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv2d_in("NCHW", x, w, padding=1), want, rtol=1e-12, atol=1e-12)
     assert forced[-1] is False
 
 
@@ -159,7 +153,7 @@ def test_wide_rows_on_reversed_views(layout, forced):
     flipped = flipped[..., ::-1] if layout == "NCHW" else flipped[:, :, ::-1]  # and columns
     want = conv_ref(x[:, :, ::-1, ::-1], w, strides=(1, 1), pads=((1, 1), (1, 1)),
                     dilations=(1, 1))
-    got = lo.conv2d(flipped, kernel_to(w, _KERNELS[layout], "OIHW"), padding=1, layout=layout,
+    got = lo.conv2d(flipped, kernel_to(w, KERNELS[layout], "OIHW"), padding=1, layout=layout,
                     algorithm="im2col")
     np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=1e-12, atol=1e-12)
     assert forced and all(forced)

@@ -1,0 +1,19 @@
+"""Running a 2-D conv given in canonical form (NCHW input, OIHW kernel) in another layout,
+for the tests that force one kernel path of the ``im2col`` strategy."""
+
+from __future__ import annotations
+
+from conv_reference import act_from, act_to, kernel_to
+
+import layoutops as lo
+
+#: the kernel layout that goes with each activation layout
+KERNELS = {"NCHW": "OIHW", "NHWC": "HWIO"}
+
+
+def conv2d_in(layout: str, x, w, **kw):
+    """``lo.conv2d`` of ``x`` (NCHW) and ``w`` (OIHW) run in ``layout`` with
+    ``algorithm="im2col"``, the result back in NCHW."""
+    got = lo.conv2d(act_to(x, "NCHW", layout), kernel_to(w, KERNELS[layout], "OIHW"),
+                    layout=layout, algorithm="im2col", **kw)
+    return act_from(got, layout, "NCHW")
