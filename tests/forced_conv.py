@@ -6,6 +6,7 @@ from __future__ import annotations
 from conv_reference import act_from, act_to, kernel_to
 
 import layoutops as lo
+from layoutops.kernels.threads import set_num_threads
 
 #: the kernel layout that goes with each activation layout
 KERNELS = {"NCHW": "OIHW", "NHWC": "HWIO"}
@@ -17,3 +18,16 @@ def conv2d_in(layout: str, x, w, **kw):
     got = lo.conv2d(act_to(x, "NCHW", layout), kernel_to(w, KERNELS[layout], "OIHW"),
                     layout=layout, algorithm="im2col", **kw)
     return act_from(got, layout, "NCHW")
+
+
+def on_one_and_two_threads(call):
+    """``[call() with 1 thread, call() with 2 threads]``, the thread setting restored."""
+    previous = set_num_threads(None)
+    try:
+        results = []
+        for n in (1, 2):
+            set_num_threads(n)
+            results.append(call())
+    finally:
+        set_num_threads(previous)
+    return results

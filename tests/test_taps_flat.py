@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conv_reference import conv_ref
-from forced_conv import conv2d_in
+from forced_conv import conv2d_in, on_one_and_two_threads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from recording import record_taken
@@ -16,7 +16,6 @@ import layoutops as lo
 from layoutops.kernels import conv as kconv
 from layoutops.kernels import taps_flat
 from layoutops.kernels.gemm import available
-from layoutops.kernels.threads import set_num_threads
 
 pytestmark = pytest.mark.skipif(not available(np.float64),
                                 reason="no BLAS gemm with beta for float64 here")
@@ -95,14 +94,7 @@ def test_taps_flat_same_on_one_and_two_threads_and_under_tiling(forced):
     w = rng.standard_normal((5, 4, 3, 3))
     want = conv_ref(x, w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1))
     for layout in ("NCHW", "NHWC"):
-        previous = set_num_threads(None)
-        try:
-            results = []
-            for n in (1, 2):
-                set_num_threads(n)
-                results.append(conv2d_in(layout, x, w, padding=1))
-        finally:
-            set_num_threads(previous)
+        results = on_one_and_two_threads(lambda: conv2d_in(layout, x, w, padding=1))
         np.testing.assert_array_equal(results[0], results[1])
         np.testing.assert_allclose(results[0], want, rtol=1e-12, atol=1e-12)
         with lo.workspace_limit(65536):  # row tiles: tiles start inside the input

@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conv_reference import act_from, act_to, conv_ref, kernel_to
-from forced_conv import KERNELS, conv2d_in
+from forced_conv import KERNELS, conv2d_in, on_one_and_two_threads
 from recording import record_taken
 
 import layoutops as lo
 from layoutops.kernels import conv as kconv
 from layoutops.kernels import gemm as kgemm
 from layoutops.kernels import wide_rows
-from layoutops.kernels.threads import set_num_threads
 
 
 @pytest.fixture(params=["accumulating GEMMs", "NumPy products and additions"])
@@ -59,14 +58,7 @@ def test_wide_rows_same_result_on_one_and_two_threads(layout, forced):
     rng = np.random.default_rng(6)
     x = rng.standard_normal((3, 4, 14, 9))
     w = rng.standard_normal((5, 4, 3, 3))
-    previous = set_num_threads(None)
-    try:
-        results = []
-        for n in (1, 2):
-            set_num_threads(n)
-            results.append(conv2d_in(layout, x, w, padding=1))
-    finally:
-        set_num_threads(previous)
+    results = on_one_and_two_threads(lambda: conv2d_in(layout, x, w, padding=1))
     assert all(forced)
     np.testing.assert_array_equal(results[0], results[1])
     want = conv_ref(x, w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1))
