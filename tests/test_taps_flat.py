@@ -4,6 +4,8 @@ path forced onto small inputs."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from conv_reference import conv_ref
@@ -94,7 +96,7 @@ def test_taps_flat_same_on_one_and_two_threads_and_under_tiling(forced):
     w = rng.standard_normal((5, 4, 3, 3))
     want = conv_ref(x, w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1))
     for layout in ("NCHW", "NHWC"):
-        results = on_one_and_two_threads(lambda: conv2d_in(layout, x, w, padding=1))
+        results = on_one_and_two_threads(functools.partial(conv2d_in, layout, x, w, padding=1))
         np.testing.assert_array_equal(results[0], results[1])
         np.testing.assert_allclose(results[0], want, rtol=1e-12, atol=1e-12)
         with lo.workspace_limit(65536):  # row tiles: tiles start inside the input
