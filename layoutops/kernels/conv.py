@@ -472,7 +472,7 @@ def _tap_views(block: np.ndarray, form: str, geometry: Geometry):
 #: own threads and the chunk sizes below were set, larger chunks won for wide GEMMs too
 #: (fewer GEMMs, each reading the whole kernel): 9-round A/B on the 2-core test machine,
 #: 2 / 4 / 8 MiB, channels-first and -last, ms: the late 3x3 of BENCH.md 10.6/9.7,
-#: 9.0/8.5, 9.3/8.5; its resnet 3x3 stride 2 5.6/5.3, 5.2/4.8, 5.2/4.7; 4x64x112x112 -> 128 3x3
+#: 9.0/8.5, 9.3/8.5; resnet 3x3 stride 2 5.6/5.3, 5.2/4.8, 5.2/4.7; 4x64x112x112 -> 128 3x3
 #: stride 2 13.4/12.9, 11.7/10.5, 11.0/9.9; 8x128x28x28 -> 128 5x5 (channels-last on
 #: these chunks) 37.7, 29.3, 26.3; 8x256x14x14 -> 512 stride 2 alike. (An earlier version,
 #: with a serial padded copy of the whole tile first, had measured 1 and 2 MiB alike and the
