@@ -723,3 +723,19 @@ def test_cached_argument_checks_follow_each_call():
     assert lo.conv(x.astype(np.float64), w).dtype == np.float64
     with pytest.raises(TypeError, match="floating-point"):
         lo.conv(x.astype(np.int32), w)
+
+
+def test_cached_geometry_checks_follow_each_call():
+    """The checked conv geometry is cached per typed arguments and padding mode: a repeated
+    call with a bool or float stride, a padding mode with its own limits, or an unhashable
+    padding must be checked as if it were the first."""
+    x = np.arange(50, dtype=np.float32).reshape(1, 2, 5, 5)
+    w = np.ones((2, 2, 3, 3), np.float32)
+    assert lo.conv(x, w, stride=1, padding=5).shape == (1, 2, 13, 13)
+    for bad in (True, 1.0, [1, 1.0]):  # equal to 1 as cache keys without their types
+        with pytest.raises((TypeError, ValueError), match="stride"):
+            lo.conv(x, w, stride=bad, padding=5)
+    with pytest.raises(ValueError, match="reflect"):  # padding 5 >= the input size 5
+        lo.conv(x, w, stride=1, padding=5, padding_mode="reflect")
+    got = lo.conv(x, w, stride=1, padding=np.array([5, 5]))  # unhashable: checked, not cached
+    np.testing.assert_array_equal(got, lo.conv(x, w, stride=1, padding=5))

@@ -224,3 +224,49 @@ def conv_geometry(
         pads,
         tuple(outs),
     )
+
+
+class CheckedCache:
+    """The results of argument checks per call signature: repeated calls skip the checks.
+
+    The key holds each argument with its type (`typed`), so that ``True`` and ``1``, or ``2``
+    and ``2.0``, never share an entry (one may be rejected where the other is not); a call with
+    an unhashable argument is checked every time; a check that raises stores nothing. At most
+    ``maxsize`` entries (then it starts over).
+
+    Examples
+    --------
+    >>> from layoutops.ops._params import CheckedCache
+    >>> cache, calls = CheckedCache(), []
+    >>> def check(v):
+    ...     calls.append(v)
+    ...     return v * 2
+    >>> cache.get((1,), lambda: check(1)), cache.get((1,), lambda: check(1))
+    (2, 2)
+    >>> cache.get((True,), lambda: check(True)), len(calls)
+    (2, 2)
+    """
+
+    def __init__(self, maxsize: int = 512):
+        self._entries: dict = {}
+        self._maxsize = maxsize
+
+    def get(self, args, compute):
+        try:
+            key = typed(tuple(args))
+            hit = self._entries.get(key)
+        except TypeError:  # an unhashable argument: checked every time
+            return compute()
+        if hit is None:
+            hit = compute()
+            if len(self._entries) >= self._maxsize:
+                self._entries.clear()
+            self._entries[key] = hit
+        return hit
+
+
+def typed(value):
+    """``value`` with the type of each element (lists and tuples element by element)."""
+    if isinstance(value, (list, tuple)):
+        return type(value), tuple(typed(v) for v in value)
+    return type(value), value

@@ -21,7 +21,7 @@ from ..kernels.geometry import Geometry
 from ..layouts import Layout, activation_layout
 from ._conv_common import check_rank
 from ._dtypes import as_array, check_float, compute_dtype
-from ._params import conv_geometry, normalize_tuple, parse_padding
+from ._params import CheckedCache, conv_geometry, normalize_tuple, parse_padding
 from .dask_support import accepts_dask
 
 __all__ = [
@@ -115,34 +115,16 @@ def pool_geometry(
     """Normalize and validate the window arguments of a pool; the default stride is the
     kernel size. Cached per input shape, layout and (typed) arguments: repeated calls skip
     the checks (`_GEOMETRIES`)."""
-    try:
-        key = (op, x.shape, lay, *(_typed(v) for v in (kernel_size, stride, padding, dilation,
-                                                        ceil_mode)))
-        geom = _GEOMETRIES.get(key)
-    except TypeError:  # an unhashable argument: checked every time
-        key = geom = None
-    if geom is None:
-        geom = _pool_geometry(op, x, lay, kernel_size, stride, padding, dilation, ceil_mode)
-        if key is not None:
-            if len(_GEOMETRIES) >= _GEOMETRIES_MAX:
-                _GEOMETRIES.clear()
-            _GEOMETRIES[key] = geom
-    return geom
+    return _GEOMETRIES.get(
+        (op, x.shape, lay, kernel_size, stride, padding, dilation, ceil_mode),
+        lambda: _pool_geometry(op, x, lay, kernel_size, stride, padding, dilation, ceil_mode),
+    )
 
 
 #: the geometries of recent pool calls: the argument checks took 0.02-0.04 ms of a 2x2
 #: average pool of BENCH.md (1.43 / 1.20 -> 1.40 / 1.18 ms channels-first / -last, 9-round
 #: A/Bs on the 2-core test VM)
-_GEOMETRIES: dict = {}
-_GEOMETRIES_MAX = 512
-
-
-def _typed(value):
-    """``value`` with the type of each element, so that ``True`` and ``1``, or ``2`` and
-    ``2.0``, do not share a cache entry."""
-    if isinstance(value, (list, tuple)):
-        return type(value), tuple(_typed(v) for v in value)
-    return type(value), value
+_GEOMETRIES = CheckedCache()
 
 
 def _pool_geometry(op, x, lay, kernel_size, stride, padding, dilation, ceil_mode) -> Geometry:
