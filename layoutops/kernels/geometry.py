@@ -5,6 +5,7 @@ Built by ``ops._params.conv_geometry``; kernels only read it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 __all__ = ["Geometry"]
@@ -28,9 +29,10 @@ class Geometry:
     def n_spatial(self) -> int:
         return len(self.in_sizes)
 
-    @property
+    @functools.cached_property
     def extents(self) -> tuple[int, ...]:
-        """The effective kernel extents ``dilation * (k - 1) + 1``."""
+        """The effective kernel extents ``dilation * (k - 1) + 1`` (computed once: the kernels
+        read them many times per call)."""
         return tuple(
             d * (k - 1) + 1 for k, d in zip(self.kernel_sizes, self.dilations, strict=True)
         )
