@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Iterator
 
 from ..errors import LayoutError
@@ -322,7 +323,16 @@ def _spatial_letters(n_spatial: int) -> str:
 
 
 def _resolve_alias(spec: LayoutLike, ndim: int) -> Layout:
-    if isinstance(spec, str) and spec.lower() in ("channels_first", "channels_last"):
+    if isinstance(spec, str):
+        return _from_string(spec, ndim)
+    return Layout(spec)
+
+
+@functools.lru_cache(maxsize=256)
+def _from_string(spec: str, ndim: int) -> Layout:
+    """`_resolve_alias` of a string, parsed and checked once (a `Layout` is immutable; every
+    op call resolves its layouts, ~10 us each)."""
+    if spec.lower() in ("channels_first", "channels_last"):
         if ndim < 3:
             raise LayoutError(
                 f"layout {spec!r} needs an array with at least one spatial axis, got rank {ndim}"

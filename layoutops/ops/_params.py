@@ -229,10 +229,12 @@ def conv_geometry(
 class CheckedCache:
     """The results of argument checks per call signature: repeated calls skip the checks.
 
-    The key holds each argument with its type (`typed`), so that ``True`` and ``1``, or ``2``
-    and ``2.0``, never share an entry (one may be rejected where the other is not); a call with
-    an unhashable argument is checked every time; a check that raises stores nothing. At most
-    ``maxsize`` entries (then it starts over).
+    ``get(fixed, args, compute)``: ``fixed`` holds values the library derived itself (an op
+    name, shapes, layouts), ``args`` the user's arguments, each keyed with its type
+    (`typed`), so that ``True`` and ``1``, or ``2`` and ``2.0``, never share an entry (one may
+    be rejected where the other is not). A call with an unhashable argument is checked every
+    time; a check that raises stores nothing. At most ``maxsize`` entries (then it starts
+    over).
 
     Examples
     --------
@@ -241,9 +243,9 @@ class CheckedCache:
     >>> def check(v):
     ...     calls.append(v)
     ...     return v * 2
-    >>> cache.get((1,), lambda: check(1)), cache.get((1,), lambda: check(1))
+    >>> cache.get("op", (1,), lambda: check(1)), cache.get("op", (1,), lambda: check(1))
     (2, 2)
-    >>> cache.get((True,), lambda: check(True)), len(calls)
+    >>> cache.get("op", (True,), lambda: check(True)), len(calls)
     (2, 2)
     """
 
@@ -251,9 +253,9 @@ class CheckedCache:
         self._entries: dict = {}
         self._maxsize = maxsize
 
-    def get(self, args, compute):
+    def get(self, fixed, args, compute):
         try:
-            key = typed(tuple(args))
+            key = (fixed, tuple(typed(v) for v in args))
             hit = self._entries.get(key)
         except TypeError:  # an unhashable argument: checked every time
             return compute()

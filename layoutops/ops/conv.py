@@ -73,8 +73,8 @@ def _conv(
         n_spatial=n_spatial,
     )
     geometry = _GEOMETRIES.get(
-        (op, ops.in_sizes, ops.kernel_sizes, stride, padding, dilation, ops.spatial,
-         padding_mode),
+        (op, ops.in_sizes, ops.kernel_sizes, ops.spatial, padding_mode),
+        (stride, padding, dilation),
         lambda: _checked_geometry(op, ops, stride, padding, dilation, padding_mode),
     )
     return conv_forward(

@@ -116,7 +116,7 @@ def pool_geometry(
     kernel size. Cached per input shape, layout and (typed) arguments: repeated calls skip
     the checks (`_GEOMETRIES`)."""
     return _GEOMETRIES.get(
-        (op, x.shape, lay, kernel_size, stride, padding, dilation, ceil_mode),
+        (op, x.shape, lay), (kernel_size, stride, padding, dilation, ceil_mode),
         lambda: _pool_geometry(op, x, lay, kernel_size, stride, padding, dilation, ceil_mode),
     )
 
