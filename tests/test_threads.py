@@ -173,6 +173,7 @@ def test_global_avg_pool_plane_sums_split_over_threads(layout, shape, threads, m
     """The matrix-vector plane sums of `global_avg_pool` run their row (or sample) ranges on
     the threads, with BLAS held to one thread; each range gives the mean of its planes."""
     calls = spy_parallel(monkeypatch, kpool)
+    monkeypatch.setattr(kpool, "PLANE_SUMS_PARALLEL_BYTES", 0)  # small inputs: split anyway
     rng = np.random.default_rng(4)
     x = rng.standard_normal(shape).astype(np.float32)
     want = x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
@@ -256,3 +257,13 @@ def test_parallel_parts_see_the_callers_context(threads):
     with lo.workspace_limit(2**20):
         parallel(lambda part: seen.extend(lo.get_workspace_limit() for _ in part), [1, 2, 3, 4])
     assert len(seen) == 4 and set(seen) == {2**20}
+
+
+def test_global_avg_pool_small_input_stays_on_the_calling_thread(threads, monkeypatch):
+    """Below `PLANE_SUMS_PARALLEL_BYTES` the plane sums are not handed to another thread."""
+    calls = spy_parallel(monkeypatch, kpool)
+    threads(2)
+    x = np.random.default_rng(5).standard_normal((2, 3, 3, 16)).astype(np.float32)
+    got = lo.global_avg_pool(x, layout="NHWC")
+    np.testing.assert_allclose(got, x.mean(axis=(1, 2), keepdims=True), rtol=1e-5)
+    assert calls and 2 not in calls
