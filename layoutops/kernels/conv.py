@@ -86,7 +86,7 @@ import numpy as np
 
 from . import blas, taps_1d, taps_flat
 from .depthwise_flat import depthwise_last_flat
-from .gemm import gemm_sum
+from .gemm import blasable, gemm_sum, reshape_view
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
 from .scratch import scratch
@@ -439,21 +439,6 @@ def _prepare_weight(algorithm: str, form: str, w_grouped, w_letters: str, spatia
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _blasable(a: np.ndarray) -> bool:
-    """True if the last two axes of ``a`` are a row-major matrix BLAS can write."""
-    if a.ndim < 2:
-        return False
-    rs, cs = a.strides[-2:]
-    return cs == a.itemsize and rs >= a.shape[-1] * a.itemsize and rs % a.itemsize == 0
-
-
-def _try_reshape(a: np.ndarray, shape) -> np.ndarray | None:
-    try:
-        return np.reshape(a, shape, copy=False)
-    except ValueError:
-        return None
-
-
 def _tap_views(block: np.ndarray, form: str, geometry: Geometry):
     """Yield ``(tap_index, view)``: the block shifted by each kernel offset, with the
     output-position axes strided (letters of the block, no window axes)."""
@@ -596,10 +581,10 @@ def _pointwise(block, wmat, form, tgt, cdtype):
         g, c = block.shape[1:3]
         pix = block.shape[3:]
         npix = math.prod(pix)
-        cols = _try_reshape(block, (n, g, c, npix))
+        cols = reshape_view(block, (n, g, c, npix))
         o = wmat.shape[1]
         res = tgt if tgt is not None else np.empty((n, g, o, *pix), dtype=cdtype)
-        out = _try_reshape(res, (n, g, o, npix))
+        out = reshape_view(res, (n, g, o, npix))
         if cols is None or out is None:
             return None
         step = _pointwise_step(n * npix, g * (c + o) * block.itemsize)
@@ -608,7 +593,7 @@ def _pointwise(block, wmat, form, tgt, cdtype):
         def part(items):
             for ni, p0, p1 in items:
                 dst = out[ni, :, :, p0:p1]
-                if _blasable(dst):
+                if blasable(dst):
                     np.matmul(wmat, cols[ni, :, :, p0:p1], out=dst)
                 else:
                     dst[...] = np.matmul(wmat, cols[ni, :, :, p0:p1])
@@ -616,10 +601,10 @@ def _pointwise(block, wmat, form, tgt, cdtype):
         g, c = block.shape[-2:]
         pix = block.shape[1:-2]
         rows = n * math.prod(pix)
-        cols = _try_reshape(block, (rows, g, c))
+        cols = reshape_view(block, (rows, g, c))
         o = wmat.shape[2]
         res = tgt if tgt is not None else np.empty((n, *pix, g, o), dtype=cdtype)
-        out = _try_reshape(res, (rows, g, o))
+        out = reshape_view(res, (rows, g, o))
         if cols is None or out is None:
             return None
         cols, out = cols.transpose(1, 0, 2), out.transpose(1, 0, 2)  # (G, rows, c|o)
@@ -629,7 +614,7 @@ def _pointwise(block, wmat, form, tgt, cdtype):
         def part(items):
             for _, r0, r1 in items:
                 dst = out[:, r0:r1]
-                if _blasable(dst):
+                if blasable(dst):
                     np.matmul(cols[:, r0:r1], wmat, out=dst)
                 else:
                     dst[...] = np.matmul(cols[:, r0:r1], wmat)
@@ -760,8 +745,8 @@ def _chunk_gemm_b(cols, wmat, res, ns, ne, rs, re_, inner, gs, ge, o) -> None:
     O)`` into its block of the result, straight into it when BLAS can write there."""
     gn, m = cols.shape[:2]
     tv = res[(slice(ns, ne), slice(rs, re_), *inner, slice(gs, ge))]
-    view = _try_reshape(tv, (m, gn, o))
-    if view is not None and _blasable(view.transpose(1, 0, 2)):
+    view = reshape_view(tv, (m, gn, o))
+    if view is not None and blasable(view.transpose(1, 0, 2)):
         np.matmul(cols, wmat, out=view.transpose(1, 0, 2))
     else:
         out = np.matmul(cols, wmat)  # (gn, m, o)
@@ -835,8 +820,8 @@ def _chunks_a(block, wmat, geometry, res, sizes, pix, cdtype):
             cols = cols.reshape(gn, ck, nn * m)
             if nn == 1:
                 tv = res[(ns, slice(gs, ge), slice(None), slice(rs, re_))]
-                view = _try_reshape(tv, (gn, o, m))
-                if view is not None and _blasable(view):
+                view = reshape_view(tv, (gn, o, m))
+                if view is not None and blasable(view):
                     np.matmul(wmat[gs:ge], cols, out=view)
                     continue
             out = np.matmul(wmat[gs:ge], cols).reshape(gn, o, nn, re_ - rs, *pix[1:])
@@ -961,8 +946,8 @@ def _im2col_depth(block, wmat, geometry, tgt, cdtype, pix):
     wk = wmat[0].reshape(kd, kin, o)
     m = pix[0] * pin
     res = tgt
-    view = None if tgt is None else _try_reshape(tgt, (n, m, o))
-    if view is None or not _blasable(view):
+    view = None if tgt is None else reshape_view(tgt, (n, m, o))
+    if view is None or not blasable(view):
         res = np.empty((n, *pix, 1, o), dtype=cdtype)
         view = res.reshape(n, m, o)
     _depth_taps(lambda j, s: (cols[s, j * dd * pin : j * dd * pin + m], wk[j]), view, kd)
@@ -992,8 +977,8 @@ def _im2col_depth_a(block, wmat, geometry, tgt, cdtype):
     ).reshape(kd, o, kin)
     m = pix[0] * pin
     res = tgt
-    view = None if tgt is None else _try_reshape(tgt, (n, o, m))
-    if view is None or not _blasable(view):
+    view = None if tgt is None else reshape_view(tgt, (n, o, m))
+    if view is None or not blasable(view):
         res = np.empty((n, 1, o, *pix), dtype=cdtype)
         view = res.reshape(n, o, m)
     _depth_taps(lambda j, s: (wk[j], cols[s, :, j * dd * pin : j * dd * pin + m]), view, kd)
@@ -1081,8 +1066,8 @@ _VOID_COPY = True
 def _matmul_into(wmat, cols, tgt, shape, pix):
     """Form A: ``(G, O, cK) @ (n, G, cK, P) -> (n, G, O, *pix)``, into ``tgt`` if it can."""
     if tgt is not None:
-        view = _try_reshape(tgt, shape)
-        if view is not None and _blasable(view):
+        view = reshape_view(tgt, shape)
+        if view is not None and blasable(view):
             np.matmul(wmat, cols, out=view)
             return tgt
     return np.matmul(wmat, cols).reshape(shape[:3] + tuple(pix))
@@ -1093,10 +1078,10 @@ def _matmul_b(cols, wmat, tgt, shape, cdtype):
     g, o = shape[-2:]
     npix = math.prod(shape[:-2])
     if tgt is not None:
-        view = _try_reshape(tgt, (npix, g, o))
+        view = reshape_view(tgt, (npix, g, o))
         if view is not None:
             view = view.transpose(1, 0, 2)
-            if _blasable(view):
+            if blasable(view):
                 np.matmul(cols, wmat, out=view)
                 return tgt
     res = np.empty((npix, g, o), dtype=cdtype)

@@ -24,7 +24,7 @@ import numpy as np
 
 from .blas import _candidate_libraries
 
-__all__ = ["available", "gemm", "gemm_sum"]
+__all__ = ["available", "blasable", "gemm", "gemm_sum", "reshape_view"]
 
 _ROW_MAJOR, _NO_TRANS = 101, 111
 #: (prefix, suffix, integer type) of the cblas names tried, in order
@@ -166,3 +166,28 @@ def gemm_sum(terms, out: np.ndarray) -> None:
     for a, b in rest:
         tmp = np.matmul(a, b, out=tmp)
         out += tmp
+
+
+def blasable(a: np.ndarray) -> bool:
+    """True if the last two axes of ``a`` are a row-major matrix BLAS can read and write (unit
+    inner stride, rows at least a row apart).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.gemm import blasable
+    >>> blasable(np.zeros((3, 4))), blasable(np.zeros((3, 4))[:, ::2])
+    (True, False)
+    """
+    if a.ndim < 2:
+        return False
+    rs, cs = a.strides[-2:]
+    return cs == a.itemsize and rs >= a.shape[-1] * a.itemsize and rs % a.itemsize == 0
+
+
+def reshape_view(a: np.ndarray, shape) -> np.ndarray | None:
+    """``a`` reshaped to ``shape`` as a view, or ``None`` if that needs a copy."""
+    try:
+        return np.reshape(a, shape, copy=False)
+    except ValueError:
+        return None

@@ -36,7 +36,7 @@ import math
 import numpy as np
 
 from . import blas
-from .gemm import available, gemm
+from .gemm import available, blasable, gemm, reshape_view
 from .geometry import Geometry
 
 __all__ = ["applies", "run_taps_flat"]
@@ -95,19 +95,6 @@ def applies(geometry: Geometry, groups: int, x: np.ndarray, form: str, cdtype, c
     )
 
 
-def _blas_rows(m: np.ndarray | None) -> bool:
-    """True if every ``m[s]`` is a row-major matrix BLAS reads (unit inner stride)."""
-    return m is not None and m.strides[-1] == m.itemsize and (
-        m.strides[-2] >= m.shape[-1] * m.itemsize)
-
-
-def _flat(a: np.ndarray, shape) -> np.ndarray | None:
-    try:
-        return np.reshape(a, shape, copy=False)
-    except ValueError:
-        return None
-
-
 def run_taps_flat(x: np.ndarray, row0: int, col0: int, wmat: np.ndarray, geometry: Geometry,
                   form: str, tgt, cdtype, pix) -> np.ndarray | None:
     """The convolution of the unpadded source ``x`` (``(n, c, H, W)`` for form ``"A"``,
@@ -125,19 +112,19 @@ def run_taps_flat(x: np.ndarray, row0: int, col0: int, wmat: np.ndarray, geometr
         o = wmat.shape[1]
         w4 = wmat[0].reshape(o, c, kh, kw)
         wtaps = np.ascontiguousarray(w4.transpose(2, 3, 0, 1))  # (kh, kw, O, c)
-        xf = _flat(x, (n, c, height * width))
+        xf = reshape_view(x, (n, c, height * width))
     else:
         n, height, width, c = x.shape
         o = wmat.shape[2]
         w4 = wmat[0].reshape(kh, kw, c, o)
         wtaps = np.ascontiguousarray(w4)  # (kh, kw, c, O)
-        xf = _flat(x, (n, height * width, c))
+        xf = reshape_view(x, (n, height * width, c))
     rows_out = pix[0]
     shape = (n, 1, o, rows_out, width) if first else (n, rows_out, width, 1, o)
     res = tgt if tgt is not None else np.empty(shape, dtype=cdtype)
-    rf = _flat(res[:, 0] if first else res[:, :, :, 0],
+    rf = reshape_view(res[:, 0] if first else res[:, :, :, 0],
                (n, o, rows_out * width) if first else (n, rows_out * width, o))
-    if not (_blas_rows(xf) and _blas_rows(rf)):
+    if xf is None or rf is None or not (blasable(xf) and blasable(rf)):
         return None
     rows = max(1, CHUNK_BYTES // (width * (c + o) * np.dtype(cdtype).itemsize))
     if n == 1:
