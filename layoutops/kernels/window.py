@@ -119,10 +119,7 @@ def padded_block(
         src = [slice(None)] * x.ndim
         for ax, (lo, hi) in zip(axes, spans, strict=True):
             shape[ax] = hi - lo
-            a, b = max(lo, 0), min(hi, x.shape[ax])
-            b = max(a, b)
-            src[ax] = slice(a, b)
-            dst[ax] = slice(a - lo, b - lo)
+            src[ax], dst[ax] = _inside(lo, hi, x.shape[ax])
         if scratch_slot is None:
             out = np.empty(shape, dtype=dtype)
         else:
@@ -141,6 +138,14 @@ def padded_block(
     for ax, idx in picks:
         block = np.take(block, idx, axis=ax)
     return block.astype(dtype, copy=False)
+
+
+def _inside(lo: int, hi: int, size: int) -> tuple[slice, slice]:
+    """For the span ``[lo, hi)`` of an axis of length ``size``: the slice of it inside the
+    axis, in the axis's coordinates and in the span's."""
+    a = max(lo, 0)
+    b = max(a, min(hi, size))
+    return slice(a, b), slice(a - lo, b - lo)
 
 
 class TileBlock:
@@ -239,10 +244,8 @@ class TileBlock:
         src = [slice(None)] * (k + 3)
         dst = [slice(None)] * (k + 3)
         for i, (lo, hi) in enumerate(spans):
-            a, b = max(lo, 0), min(hi, xs.shape[1 + i])
-            b = max(a, b)
-            src[1 + i], dst[2 + i] = slice(a, b), slice(a - lo, b - lo)
-            for border in (slice(0, a - lo), slice(b - lo, hi - lo)):
+            src[1 + i], dst[2 + i] = _inside(lo, hi, xs.shape[1 + i])
+            for border in (slice(0, dst[2 + i].start), slice(dst[2 + i].stop, hi - lo)):
                 if border.start < border.stop:
                     slab = [slice(None)] * (k + 3)
                     slab[2 + i] = border
