@@ -1,5 +1,5 @@
-"""Channels-last depthwise convolutions by flat multiply-adds over padded row chunks
-(`layoutops.kernels.depthwise_flat`) against the plain-loop reference."""
+"""Depthwise convolutions by one fused sum of products per padded chunk
+(`layoutops.kernels.depthwise_flat`), both layouts, against the plain-loop reference."""
 
 from __future__ import annotations
 
@@ -16,11 +16,17 @@ from layoutops.kernels.threads import set_num_threads
 
 @pytest.fixture
 def forced(monkeypatch):
-    """The flat path on tiny inputs (any width, chunks of a few rows); records whether each
-    call took it."""
-    monkeypatch.setattr(depthwise_flat, "MIN_WIDTH_PER_SPREAD", 0)
+    """The flat path on tiny inputs in chunks of a few rows, several row blocks per chunk for
+    channels-first outputs, and scratch buffers with NaN after their end (a view reading past
+    its chunk poisons the result); records the calls that took the path."""
     monkeypatch.setattr(depthwise_flat, "CHUNK_ELEMS", 150)
-    return record_taken(monkeypatch, kconv, "depthwise_last_flat", taken=bool)
+    monkeypatch.setattr(depthwise_flat, "OUT_ROWS", 2)
+
+    def poisoned(slot, size, dtype):
+        return np.full(size + 64, np.nan, dtype)[:size]
+
+    monkeypatch.setattr(depthwise_flat, "scratch", poisoned)
+    return record_taken(monkeypatch, kconv, "depthwise_flat", taken=lambda result: True)
 
 
 # (input NC*S, kernel size, padding pairs, dilation): odd and even sizes
@@ -36,7 +42,13 @@ _CASES = [
 
 @pytest.mark.parametrize("case", _CASES, ids=lambda c: f"{c[0]}-k{c[1]}-d{c[3]}")
 @pytest.mark.parametrize("threads", [1, 2])
-def test_flat_depthwise_matches_reference(case, threads, forced):
+@pytest.mark.parametrize("channels_last", [True, False], ids=["last", "first"])
+@pytest.mark.parametrize("column_tiles", [False, True], ids=["rows", "tiles"])
+def test_flat_depthwise_matches_reference(case, threads, channels_last, column_tiles, forced,
+                                          monkeypatch):
+    if column_tiles:  # repeated weights of at most 40 values: tiles of a few output columns
+        monkeypatch.setattr(depthwise_flat, "MAX_WEIGHT_ELEMS", 40)
+        monkeypatch.setattr(depthwise_flat, "ROW_WEIGHT_ELEMS", 40)
     shape, ksize, pads, dilation = case
     n_sp = len(ksize)
     c = shape[1]
@@ -45,12 +57,12 @@ def test_flat_depthwise_matches_reference(case, threads, forced):
     w = rng.standard_normal((c, 1, *ksize))
     b = rng.standard_normal(c)
     want = conv_ref(x, w, b, strides=(1,) * n_sp, pads=pads, dilations=dilation, groups=c)
-    layout = "NWC" if n_sp == 1 else "NHWC"
     canon = "NCW" if n_sp == 1 else "NCHW"
-    w_last = np.moveaxis(w, (0, 1), (-1, -2))  # (*K, 1, C): the depthwise HWIO kernel
+    layout = ("NWC" if n_sp == 1 else "NHWC") if channels_last else canon
+    kernel = np.moveaxis(w, (0, 1), (-1, -2)) if channels_last else w  # HWIO / OIHW
     previous = set_num_threads(threads)
     try:
-        got = lo.conv(act_to(x, canon, layout), w_last, b, padding=[tuple(p) for p in pads],
+        got = lo.conv(act_to(x, canon, layout), kernel, b, padding=[tuple(p) for p in pads],
                       dilation=dilation, groups=c, layout=layout)
     finally:
         set_num_threads(previous)
@@ -58,33 +70,42 @@ def test_flat_depthwise_matches_reference(case, threads, forced):
     np.testing.assert_allclose(act_from(got, layout, canon), want, rtol=1e-12, atol=1e-12)
 
 
-def test_flat_depthwise_same_result_on_one_and_two_threads(forced):
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_flat_depthwise_same_result_on_one_and_two_threads(layout, forced):
     rng = np.random.default_rng(9)
-    x = rng.standard_normal((3, 17, 9, 4)).astype(np.float32)
-    w = rng.standard_normal((3, 3, 1, 4)).astype(np.float32)
+    x = rng.standard_normal((3, 17, 9, 4) if layout == "NHWC" else (3, 4, 17, 9))
+    x = x.astype(np.float32)
+    w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
     previous = set_num_threads(None)
     try:
         runs = []
         for n in (1, 2):
             set_num_threads(n)
-            runs.append(lo.conv2d(x, w, padding=1, groups=4, layout="NHWC"))
+            runs.append(lo.conv2d(x, w, padding=1, groups=4, layout=layout,
+                                  kernel_layout="OIHW"))
     finally:
         set_num_threads(previous)
     assert forced == [True, True]
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
-def test_flat_depthwise_declines_long_rows_and_narrow_outputs(monkeypatch):
-    """Rows longer than MAX_ROW_ELEMS and outputs narrower than MIN_WIDTH_PER_SPREAD kernel
-    spreads keep the row-by-row form (and the same results)."""
-    x = np.random.default_rng(2).standard_normal((1, 6, 20, 3))
-    w = np.random.default_rng(3).standard_normal((3, 3, 3))
-    out = np.empty((1, 6, 20, 3))
-    sizes = ((3, 3), (1, 1), ((1, 1), (1, 1)))
-    monkeypatch.setattr(depthwise_flat, "MIN_WIDTH_PER_SPREAD", 0)
-    monkeypatch.setattr(depthwise_flat, "MAX_ROW_ELEMS", 22 * 3 - 1)
-    assert not depthwise_flat.depthwise_last_flat(x, w, out, sizes, None, np.float64)
-    monkeypatch.setattr(depthwise_flat, "MAX_ROW_ELEMS", 22 * 3)
-    assert depthwise_flat.depthwise_last_flat(x, w, out, sizes, None, np.float64)
-    monkeypatch.setattr(depthwise_flat, "MIN_WIDTH_PER_SPREAD", 11)  # 20 < 11 * 2
-    assert not depthwise_flat.depthwise_last_flat(x, w, out, sizes, None, np.float64)
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("params", [{"stride": 2, "padding": 1},
+                                    {"padding": 1, "padding_mode": "reflect"}],
+                         ids=["stride", "reflect"])
+def test_flat_depthwise_leaves_strides_and_padding_modes(layout, params, forced):
+    """Strides and padding modes other than zeros take the other direct paths, with the same
+    results as the reference."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 9, 10))
+    w = rng.standard_normal((3, 1, 3, 3))
+    got = lo.conv2d(act_to(x, "NCHW", layout), w, groups=3, layout=layout,
+                    kernel_layout="OIHW", **params)
+    assert forced == []
+    pads = ((1, 1), (1, 1))
+    if params.get("padding_mode") == "reflect":
+        x = np.pad(x, ((0, 0), (0, 0), *pads), mode="reflect")
+        pads = ((0, 0), (0, 0))
+    stride = params.get("stride", 1)
+    want = conv_ref(x, w, None, strides=(stride, stride), pads=pads, dilations=(1, 1), groups=3)
+    np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=1e-12, atol=1e-12)

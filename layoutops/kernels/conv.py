@@ -85,7 +85,7 @@ import math
 import numpy as np
 
 from . import blas, taps_1d, taps_flat
-from .depthwise_flat import depthwise_last_flat
+from .depthwise_flat import depthwise_flat
 from .gemm import blasable, gemm_sum, reshape_view
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
@@ -196,7 +196,6 @@ def conv_forward(
     algorithm = choose_algorithm(algorithm, c_per, o_per, geometry, form == "A")
     if (
         algorithm == "direct"
-        and form == "B"
         and padding_mode == "zeros"
         and _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters,
                             geometry, bias, cdtype)
@@ -346,8 +345,8 @@ def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, c
     return run_wide_rows(rows_of, n, wmat, geometry, form, tgt, cdtype, pix, rows)
 
 
-#: channels-last depthwise convs with unit strides run as flat multiply-adds over padded row
-#: chunks (`depthwise_flat`)
+#: depthwise convs with unit strides and zero padding run as one fused sum of products per
+#: padded chunk (`depthwise_flat`), both layouts
 _DEPTHWISE_FLAT = True
 
 #: 2-D tiles with unit strides, an output as wide as the input and enough channels run as
@@ -1441,23 +1440,30 @@ def _direct_rows(block, wk, geometry, tgt, cdtype):
 
 def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geometry,
                     bias, cdtype) -> bool:
-    """Depthwise 1-D/2-D with channels innermost in input and output, zero padding: every
-    term is a multiply-add of contiguous input rows ``(W, C)`` with the tap's weights, written
-    straight into the output rows. The padding is virtual (each tap touches only the output
-    rows and columns whose input exists): no padded copy. Output rows go in cache-sized
-    chunks over threads. Returns False (nothing done) if the arrays do not have that shape."""
+    """Depthwise 1-D/2-D, zero padding, channels-last: every term is a multiply-add of
+    contiguous input rows ``(W, C)`` with the tap's weights, written straight into the output
+    rows. The padding is virtual (each tap touches only the output rows and columns whose
+    input exists): no padded copy. Output rows go in cache-sized chunks over threads. With
+    unit strides, `depthwise_last_flat` instead (both layouts: channels-first input and output
+    go through it as transposed views, its chunk copies moving the channels innermost).
+    Returns False (nothing done) if the arrays do not have one of those shapes."""
     k = geometry.n_spatial
     spatial = "".join(c for c in x_letters if c not in "NGC")
-    if k > 2 or x_letters != "N" + spatial + "GC" or out_letters != "N" + spatial + "C":
+    from_first = x_letters == "NGC" + spatial and out_letters == "NC" + spatial
+    last = x_letters == "N" + spatial + "GC" and out_letters == "N" + spatial + "C"
+    if k > 2 or not (from_first or last):
         return False
     dims = dict(zip(w_letters, w_grouped.shape, strict=True))
     if dims["O"] != 1 or dims["I"] != 1 or x_grouped.dtype != cdtype or out.dtype != cdtype:
         return False
     itm = cdtype.itemsize
-    g = x_grouped.shape[-2]
-    x = x_grouped[..., 0]  # (n, *S, G)
-    if x.strides[-1] != itm or not out.flags.c_contiguous:
-        return False
+    g = dims["G"]
+    if from_first:  # (n, *S, G) and (n, *S_out, G) views of the channels-first arrays
+        x, out = np.moveaxis(x_grouped[:, :, 0], 1, -1), np.moveaxis(out, 1, -1)
+    else:
+        x = x_grouped[..., 0]  # (n, *S, G)
+        if x.strides[-1] != itm or not out.flags.c_contiguous:
+            return False
     w = _ordered(w_grouped, w_letters, spatial + "GOI", cdtype).reshape(
         geometry.kernel_sizes + (g,)
     )
@@ -1473,13 +1479,11 @@ def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters
     )
     (hi, wi), (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)), (ho, wo) = geo
     bias_c = None if bias is None else bias.astype(cdtype)
-    if (
-        _DEPTHWISE_FLAT
-        and sh == sw == 1
-        and all(p >= 0 for pair in geo[4] for p in pair)
-        and depthwise_last_flat(x, w, o3, ((kh, kw), (dh, dw), geo[4]), bias_c, cdtype)
-    ):
+    if _DEPTHWISE_FLAT and sh == sw == 1 and all(p >= 0 for pair in geo[4] for p in pair):
+        depthwise_flat(x, w, o3, ((kh, kw), (dh, dw), geo[4]), bias_c, cdtype)
         return True
+    if from_first:
+        return False  # the channels-first paths of `_run_direct` take it
     n = x.shape[0]
     contiguous_w = sw == 1 and x.strides[2] == g * itm
     # a stride along the width: each chunk's input rows are first split into ``sw`` phases

@@ -1,19 +1,31 @@
-"""Channels-last depthwise convolution with unit strides as multiply-adds over flat runs of
-padded row chunks, split over the threads.
+"""Depthwise convolution with unit strides as one fused sum of products per padded chunk,
+split over the threads; channels-last, and channels-first through transposing copies.
 
-A chunk is ``R`` output rows of one sample. Its input rows, with the zero padding around
-them, are copied into the thread's scratch as ``(R + halo, Wp, C)``; over that buffer every
-kernel tap ``(i, j)`` is ONE contiguous run of ``R * Wp * C`` values starting ``(i * dh * Wp +
-j * dw) * C`` further on (output cell ``(h, w)`` sits at ``(h * Wp + w) * C``), seen as ``(R,
-Wp * C)`` and multiplied by the tap's weights repeated along one padded row (``Wp * C``
-values, broadcast over the rows), then added into an ``(R, Wp * C)`` accumulator. The columns
-``w >= W_out`` of each row are computed and dropped when the accumulator is copied into the
-output. Every pass runs over long contiguous rows in cache.
+A chunk is ``R`` output rows by ``Q`` output columns of one sample. Its input (rows and
+columns with the zero padding around them) is copied into the thread's scratch as ``(R +
+halo, Q + spread, C)``, channels innermost whatever the input's layout; over that buffer
+kernel tap ``(i, j)`` of output cell ``(h, w)`` sits ``(i * dh * Wq + j * dw) * C`` values
+after ``(h * Wq + w) * C`` (``Wq = Q + spread``), so the taps of the chunk are one strided view
+``(R, kh, kw, Q * C)`` (rows ``Wq * C`` apart, the last axis contiguous) and the chunk is ONE
+``np.einsum`` of that view with the taps' weights repeated along ``Q`` columns, written
+straight into a channels-last output (a channels-first one gets it through a few rows of
+scratch at a time, copied out with the channels moved). einsum's C loop adds the products
+of each value into the output in tap order without a product array in between: one pass
+instead of a multiply and an add per tap. ``Q`` is the whole output width unless the repeated
+weights would hold more than `MAX_WEIGHT_ELEMS` values (`ROW_WEIGHT_ELEMS` for outputs of one
+row: 1-D convolutions).
 
-Against the row-by-row form (`conv._depthwise_last`: each tap a multiply-add on the output
-columns whose input exists, rows ``W_out * C`` long but ``W_in * C`` apart, virtual padding)
-on the depthwise case of BENCH.md (8x112x112x96, 3x3, 2-core test machine, 5 interleaved
-rounds): 39.4 -> 37.3 ms on two threads, 55.3 -> 41.4 ms on one.
+On the depthwise case of BENCH.md (8x112x112x96, 3x3, 2-core test machine, interleaved
+rounds): the earlier form of this module (a multiply into a product buffer and an add per
+tap, over 8-row chunks) 34.7 ms, fused 25.1 ms at the same chunk size and 16.5-17.1 ms with
+chunks of half a sample or more (no einsum call is cheaper per value on small chunks: ~0.2 ns per
+multiply-add from 2 to 112 rows; larger chunks copy fewer halo rows and hand the GIL over
+less often). Before that, the row-by-row form (`conv._depthwise_last`, virtual padding) took
+39.4 ms. Channels-first, where the per-plane multiply-adds of `conv._run_direct` took 47.5
+ms: 25.6 ms (each sample's input moved channels-last into the chunk buffer: ~0.8 ms, the
+output moved back 16 rows at a time: ~1.2 ms). Planes too narrow for the earlier form (7x7
+to 28x28, which kept the per-plane path) gained most: 8x960x7x7 channels-first 23.6 ->
+1.5 ms, 8x576x14x14 channels-last 3.2 -> 1.6 ms.
 """
 
 from __future__ import annotations
@@ -23,81 +35,110 @@ import numpy as np
 from .scratch import scratch
 from .threads import parallel
 
-__all__ = ["CHUNK_ELEMS", "MAX_ROW_ELEMS", "MIN_WIDTH_PER_SPREAD", "depthwise_last_flat"]
+__all__ = ["CHUNK_ELEMS", "MAX_WEIGHT_ELEMS", "OUT_ROWS", "ROW_WEIGHT_ELEMS", "depthwise_flat"]
 
-#: values of one chunk's accumulator (its padded input and product buffer are about as
-#: large: the three stay in a core's L2 cache). 2^16 + 2^15: 8 rows of the BENCH.md case
-#: (one thread: 12 rows 47 ms, 8 rows 42, 6 rows 43; two threads: 41, 41 and 48 ms)
-CHUNK_ELEMS = 3 << 15
-#: padded rows longer than this (values) keep the row-by-row form: the repeated weights
-#: (one padded row per tap) would not stay in cache
-MAX_ROW_ELEMS = 1 << 16
-#: ... and so do outputs narrower than this many times the kernel's width spread: the
-#: padded columns are computed too (8x14x14x576, 3x3: 3.3 -> 4.0 ms flat)
-MIN_WIDTH_PER_SPREAD = 16
+#: values of one chunk's padded input (a 112x112x96 sample is 1.2 M values; A/Bs of the
+#: case above: 2^16 + 2^15 values 22.2 ms, 2^18 + 2^17 17.8, 2^19 + 2^18 16.5, 2^20 + 2^19 17.1)
+CHUNK_ELEMS = 3 << 18
+#: values of the repeated weights at most (``kh * kw`` rows of ``Q * C``): wider outputs are
+#: cut into column tiles. Each output row is gone over once per tap, so it had better stay
+#: in cache (2x64x256x256, 7x7: 2^18 values 50 / 35 ms channels-first / -last, 2^20 60 / 52)
+MAX_WEIGHT_ELEMS = 1 << 18
+#: ... when the output has one row (1-D convolutions): a chunk is then one column tile, and
+#: short ones do not pay for their Python work and thread hand-off (8x256x4000, k = 9: 2^18
+#: values 34 / 23 ms channels-first / -last, 2^20 25 / 18)
+ROW_WEIGHT_ELEMS = 1 << 20
+#: output rows computed at a time when the output is not channels-last (they are copied out
+#: with the channels moved while in cache; 8, 16, 32 or 112 rows measured equal, 2 slower)
+OUT_ROWS = 16
 
 
-def depthwise_last_flat(x, w, out, sizes, bias, cdtype) -> bool:
-    """``out = depthwise conv(x, w) (+ bias)``, or False (nothing done) when a padded row is
-    longer than `MAX_ROW_ELEMS` values or the output narrower than `MIN_WIDTH_PER_SPREAD`
-    times ``(kw - 1) * dw``.
+def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
+    """``out = depthwise conv(x, w) (+ bias)`` with unit strides and zero padding.
 
-    ``x`` ``(n, H, W, C)``, ``w`` ``(kh, kw, C)`` and ``out`` ``(n, H_out, W_out, C)``
-    (C-contiguous) are in ``cdtype``; ``sizes`` is ``((kh, kw), (dh, dw), ((ph, ph_end),
-    (pw, pw_end)))`` with unit strides and non-negative zero padding; ``bias`` is ``(C,)`` or
-    None.
+    ``x`` ``(n, H, W, C)`` and ``out`` ``(n, H_out, W_out, C)`` are any views (channels-last
+    arrays, or channels-first ones with their channel axis moved last), in ``cdtype``; ``w``
+    ``(kh, kw, C)`` in ``cdtype``; ``sizes`` is ``((kh, kw), (dh, dw), ((ph, ph_end), (pw,
+    pw_end)))`` with non-negative padding; ``bias`` is ``(C,)`` or None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(2 * 4 * 5 * 3, dtype=np.float64).reshape(2, 4, 5, 3)
+    >>> w = np.ones((3, 3, 3))
+    >>> out = np.empty((2, 4, 5, 3))
+    >>> depthwise_flat(x, w, out, ((3, 3), (1, 1), ((1, 1), (1, 1))), None, np.float64)
+    >>> float(out[0, 1, 1, 0]) == float(x[0, :3, :3, 0].sum())
+    True
     """
-    (kh, kw), (dh, dw), ((ph, _), (pw, pw_end)) = sizes
+    (kh, kw), (dh, dw), ((ph, _), (pw, _)) = sizes
     n, hi, wi, c = x.shape
     ho, wo = out.shape[1:3]
-    wp = wi + pw + pw_end
-    row = wp * c
-    if row > MAX_ROW_ELEMS or wo < MIN_WIDTH_PER_SPREAD * (kw - 1) * dw:
-        return False
-    halo = (kh - 1) * dh
-    slack = (kw - 1) * dw * c  # read by the last row's invalid columns only
-    rows = max(1, min(ho, CHUNK_ELEMS // row))
-    rows = -(-ho // -(-ho // rows))  # equal chunks
-    taps = [(i, j) for i in range(kh) for j in range(kw)]
-    weights = [np.tile(w[i, j], wp) for i, j in taps]  # (Wp * C,) per tap
-    offsets = [(i * dh * wp + j * dw) * c for i, j in taps]
-    chunks = [(ni, r0) for ni in range(n) for r0 in range(0, ho, rows)]
+    spread, halo = (kw - 1) * dw, (kh - 1) * dh
+    q = max(1, min(wo, (ROW_WEIGHT_ELEMS if ho == 1 else MAX_WEIGHT_ELEMS) // (kh * kw * c)))
+    q = -(-wo // -(-wo // q))  # equal column tiles
+    rows = max(1, min(ho, CHUNK_ELEMS // ((q + spread) * c)))
+    rows = -(-ho // -(-ho // rows))  # equal row chunks
+    # (kh, kw, q * C): each tap's weights repeated along q columns
+    weights = np.ascontiguousarray(np.broadcast_to(w[:, :, None, :], (kh, kw, q, c))).reshape(
+        kh, kw, q * c)
+    isz = np.dtype(cdtype).itemsize
+    direct = out.strides[2:] == (c * isz, isz)  # output rows of Q * C contiguous values
+    chunks = [(ni, r0, q0) for ni in range(n) for r0 in range(0, ho, rows)
+              for q0 in range(0, wo, q)]
 
     def run(part):
-        buf = scratch("depthwise flat input", (rows + halo) * row + slack, cdtype)
-        acc = scratch("depthwise flat acc", rows * row, cdtype)
-        tmp = scratch("depthwise flat product", rows * row, cdtype)
-        for ni, r0 in part:
-            n_r = min(ho, r0 + rows) - r0
-            hb = n_r + halo
-            # the padded input rows (plain slices: the Python work per chunk is what two
-            # threads trading the GIL pay for)
-            piece = buf[: hb * row].reshape(hb, wp, c)
-            lo = r0 - ph
-            a, b = max(lo, 0), min(lo + hb, hi)
-            piece[a - lo : b - lo, pw : pw + wi] = x[ni, a:b]
-            if a > lo:
-                piece[: a - lo] = 0
-            if b - lo < hb:
-                piece[b - lo :] = 0
-            if pw:
-                piece[:, :pw] = 0
-            if pw_end:
-                piece[:, pw + wi :] = 0
-            buf[hb * row : hb * row + slack] = 0
-            total = acc[: n_r * row].reshape(n_r, row)
-            product = tmp[: n_r * row].reshape(n_r, row)
-            for k, (off, wt) in enumerate(zip(offsets, weights, strict=True)):
-                src = buf[off : off + n_r * row].reshape(n_r, row)
-                if k == 0:
-                    np.multiply(src, wt, out=total)
-                else:
-                    np.multiply(src, wt, out=product)
-                    np.add(total, product, out=total)
-            dst = out[ni, r0 : r0 + n_r]
-            dst[...] = total.reshape(n_r, wp, c)[:, :wo]
-            if bias is not None:
-                dst += bias
+        buf = scratch("depthwise flat input", (rows + halo) * (q + spread) * c, cdtype)
+        for ni, r0, q0 in part:
+            n_r, n_q = min(ho, r0 + rows) - r0, min(wo, q0 + q) - q0
+            hb, wb = n_r + halo, n_q + spread
+            span, row = n_q * c, wb * c
+            piece = buf[: hb * row].reshape(hb, wb, c)
+            _padded_piece(piece, x[ni], r0 - ph, q0 - pw)
+            # the view ends exactly at the piece's last value: with unit strides a row's last
+            # tap reads up to the end of its padded row
+            # taps[r, i, j] = the input values tap (i, j) multiplies on output row r (the
+            # ndarray constructor: as_strided's checks cost ~5 us a call, per chunk)
+            taps = np.ndarray((n_r, kh, kw, span), cdtype, buf,
+                              strides=(row * isz, dh * row * isz, dw * c * isz, isz))
+            wts = weights[:, :, :span]
+            if direct:
+                dst = out[ni, r0 : r0 + n_r, q0 : q0 + n_q]
+                # (n_r, span): a view, the last two axes being contiguous
+                np.einsum("rijk,ijk->rk", taps, wts, out=dst.reshape(n_r, span))
+                if bias is not None:
+                    dst += bias
+                continue
+            res = scratch("depthwise flat rows", OUT_ROWS * span, cdtype)
+            for b0 in range(0, n_r, OUT_ROWS):
+                nb = min(OUT_ROWS, n_r - b0)
+                block = res[: nb * span].reshape(nb, span)
+                np.einsum("rijk,ijk->rk", taps[b0 : b0 + nb], wts, out=block)
+                dst = out[ni, r0 + b0 : r0 + b0 + nb, q0 : q0 + n_q]
+                dst[...] = block.reshape(nb, n_q, c)
+                if bias is not None:
+                    dst += bias
 
     parallel(run, chunks)
-    return True
+
+
+def _padded_piece(piece, xs, top, left) -> None:
+    """``piece`` ``(hb, wb, C)`` = the rows ``top ..`` and columns ``left ..`` of the sample
+    ``xs`` ``(H, W, C)``, zeros where they fall outside it (plain slices: the Python work per
+    chunk is what two threads trading the GIL pay for)."""
+    hb, wb = piece.shape[:2]
+    hi, wi = xs.shape[:2]
+    a, b = max(top, 0), min(top + hb, hi)
+    e, f = max(left, 0), min(left + wb, wi)
+    if b <= a or f <= e:
+        piece[...] = 0
+        return
+    piece[a - top : b - top, e - left : f - left] = xs[a:b, e:f]
+    if a > top:
+        piece[: a - top] = 0
+    if b - top < hb:
+        piece[b - top :] = 0
+    if e > left:
+        piece[:, : e - left] = 0
+    if f - left < wb:
+        piece[:, f - left :] = 0
