@@ -29,18 +29,22 @@ def forced(monkeypatch):
     return record_taken(monkeypatch, kconv, "depthwise_flat", taken=lambda result: True)
 
 
-# (input NC*S, kernel size, padding pairs, dilation): odd and even sizes
+# (input NC*S, kernel size, padding pairs, dilation, stride): odd and even sizes
 _CASES = [
-    ((2, 5, 9, 8), (3, 3), ((1, 1), (1, 1)), (1, 1)),
-    ((3, 4, 10, 7), (2, 3), ((0, 1), (2, 0)), (1, 1)),  # asymmetric, one side only
-    ((2, 3, 8, 11), (3, 2), ((2, 2), (1, 3)), (2, 3)),  # dilated both ways
-    ((1, 6, 5, 6), (1, 4), ((0, 0), (0, 0)), (1, 1)),  # no padding, one kernel row
-    ((2, 4, 13), (5,), ((2, 2),), (1,)),  # 1-D
-    ((2, 3, 12), (3,), ((3, 0),), (2,)),  # 1-D, dilated, one side
+    ((2, 5, 9, 8), (3, 3), ((1, 1), (1, 1)), (1, 1), (1, 1)),
+    ((3, 4, 10, 7), (2, 3), ((0, 1), (2, 0)), (1, 1), (1, 1)),  # asymmetric, one side only
+    ((2, 3, 8, 11), (3, 2), ((2, 2), (1, 3)), (2, 3), (1, 1)),  # dilated both ways
+    ((1, 6, 5, 6), (1, 4), ((0, 0), (0, 0)), (1, 1), (1, 1)),  # no padding, one kernel row
+    ((2, 5, 9, 12), (3, 3), ((1, 1), (1, 1)), (1, 1), (2, 2)),  # stride 2
+    ((2, 3, 11, 10), (3, 4), ((1, 2), (0, 1)), (2, 1), (3, 2)),  # strides 3 / 2, dilated
+    ((1, 4, 7, 9), (2, 2), ((0, 0), (1, 1)), (1, 1), (1, 3)),  # width stride only
+    ((2, 4, 13), (5,), ((2, 2),), (1,), (1,)),  # 1-D
+    ((2, 3, 12), (3,), ((3, 0),), (2,), (1,)),  # 1-D, dilated, one side
+    ((2, 3, 17), (4,), ((1, 2),), (1,), (3,)),  # 1-D, stride 3
 ]
 
 
-@pytest.mark.parametrize("case", _CASES, ids=lambda c: f"{c[0]}-k{c[1]}-d{c[3]}")
+@pytest.mark.parametrize("case", _CASES, ids=lambda c: f"{c[0]}-k{c[1]}-d{c[3]}-s{c[4]}")
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("channels_last", [True, False], ids=["last", "first"])
 @pytest.mark.parametrize("column_tiles", [False, True], ids=["rows", "tiles"])
@@ -49,21 +53,21 @@ def test_flat_depthwise_matches_reference(case, threads, channels_last, column_t
     if column_tiles:  # repeated weights of at most 40 values: tiles of a few output columns
         monkeypatch.setattr(depthwise_flat, "MAX_WEIGHT_ELEMS", 40)
         monkeypatch.setattr(depthwise_flat, "ROW_WEIGHT_ELEMS", 40)
-    shape, ksize, pads, dilation = case
+    shape, ksize, pads, dilation, stride = case
     n_sp = len(ksize)
     c = shape[1]
     rng = np.random.default_rng(len(shape) + sum(ksize))
     x = rng.standard_normal(shape)
     w = rng.standard_normal((c, 1, *ksize))
     b = rng.standard_normal(c)
-    want = conv_ref(x, w, b, strides=(1,) * n_sp, pads=pads, dilations=dilation, groups=c)
+    want = conv_ref(x, w, b, strides=stride, pads=pads, dilations=dilation, groups=c)
     canon = "NCW" if n_sp == 1 else "NCHW"
     layout = ("NWC" if n_sp == 1 else "NHWC") if channels_last else canon
     kernel = np.moveaxis(w, (0, 1), (-1, -2)) if channels_last else w  # HWIO / OIHW
     previous = set_num_threads(threads)
     try:
         got = lo.conv(act_to(x, canon, layout), kernel, b, padding=[tuple(p) for p in pads],
-                      dilation=dilation, groups=c, layout=layout)
+                      dilation=dilation, stride=stride, groups=c, layout=layout)
     finally:
         set_num_threads(previous)
     assert forced == [True]
@@ -90,22 +94,32 @@ def test_flat_depthwise_same_result_on_one_and_two_threads(layout, forced):
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
-@pytest.mark.parametrize("params", [{"stride": 2, "padding": 1},
-                                    {"padding": 1, "padding_mode": "reflect"}],
-                         ids=["stride", "reflect"])
-def test_flat_depthwise_leaves_strides_and_padding_modes(layout, params, forced):
-    """Strides and padding modes other than zeros take the other direct paths, with the same
-    results as the reference."""
+def test_flat_depthwise_half_types_compute_in_float32(layout, forced):
+    """float16 in and out: the chunk copy casts to float32, the result comes back through
+    scratch (einsum writes float32)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 9, 10)).astype(np.float16)
+    w = rng.standard_normal((3, 1, 3, 3)).astype(np.float16)
+    got = lo.conv2d(act_to(x, "NCHW", layout), w, padding=1, stride=(1, 2), groups=3,
+                    layout=layout, kernel_layout="OIHW")
+    assert forced == [True] and got.dtype == np.float16
+    want = conv_ref(x.astype(np.float64), w.astype(np.float64), None, strides=(1, 2),
+                    pads=((1, 1), (1, 1)), dilations=(1, 1), groups=3)
+    np.testing.assert_allclose(act_from(got, layout, "NCHW").astype(np.float64), want,
+                               rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_flat_depthwise_leaves_padding_modes(layout, forced):
+    """Padding modes other than zeros take the generic direct path, with the same results
+    as the reference."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, 9, 10))
     w = rng.standard_normal((3, 1, 3, 3))
     got = lo.conv2d(act_to(x, "NCHW", layout), w, groups=3, layout=layout,
-                    kernel_layout="OIHW", **params)
+                    kernel_layout="OIHW", padding=1, padding_mode="reflect")
     assert forced == []
-    pads = ((1, 1), (1, 1))
-    if params.get("padding_mode") == "reflect":
-        x = np.pad(x, ((0, 0), (0, 0), *pads), mode="reflect")
-        pads = ((0, 0), (0, 0))
-    stride = params.get("stride", 1)
-    want = conv_ref(x, w, None, strides=(stride, stride), pads=pads, dilations=(1, 1), groups=3)
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    want = conv_ref(padded, w, None, strides=(1, 1), pads=((0, 0), (0, 0)), dilations=(1, 1),
+                    groups=3)
     np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=1e-12, atol=1e-12)

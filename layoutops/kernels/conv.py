@@ -114,29 +114,20 @@ PADDING_MODES = {
 
 
 
-def choose_algorithm(
-    algorithm: str,
-    c_per_group: int,
-    o_per_group: int,
-    geometry: Geometry,
-    channels_first_out: bool = True,
-) -> str:
+def choose_algorithm(algorithm: str, c_per_group: int) -> str:
     """The strategy ``"auto"`` resolves to (other names are returned unchanged).
 
-    Depthwise (one input channel per group) -> ``direct``, except a channels-first output
-    with a stride above 1 (its strided planes lose the long contiguous runs: ``im2col``
-    measured twice as fast there); everything else -> ``im2col``. (``per_tap`` on the
-    channels-first resnet 3x3 layer of BENCH.md measured 5-10% faster at 1 thread, equal at
-    2 threads, and 2-5x slower at 2 threads when the other core was busy: its nine GEMMs per
-    tile each wait for BLAS's slowest thread; so ``auto`` keeps the one GEMM of ``im2col``.)
+    Depthwise (one input channel per group) -> ``direct`` (with zero padding, one fused
+    einsum per chunk in either layout: faster than ``im2col`` with strides too, e.g.
+    8x96x112x112 3x3 stride 2 channels-first 13.9 -> 10.8 ms); everything else ->
+    ``im2col``. (``per_tap`` on the channels-first resnet 3x3 layer of BENCH.md measured
+    5-10% faster at 1 thread, equal at 2 threads, and 2-5x slower at 2 threads when the
+    other core was busy: its nine GEMMs per tile each wait for BLAS's slowest thread; so
+    ``auto`` keeps the one GEMM of ``im2col``.)
     """
     if algorithm != "auto":
         return algorithm
-    if c_per_group == 1:
-        if channels_first_out and any(s > 1 for s in geometry.strides):
-            return "im2col"
-        return "direct"
-    return "im2col"
+    return "direct" if c_per_group == 1 else "im2col"
 
 
 def conv_forward(
@@ -193,12 +184,12 @@ def conv_forward(
             out += bias.reshape(shape).astype(dtype)
         return out
     form = "A" if _channels_first(out_letters) else "B"
-    algorithm = choose_algorithm(algorithm, c_per, o_per, geometry, form == "A")
+    algorithm = choose_algorithm(algorithm, c_per)
     if (
         algorithm == "direct"
         and padding_mode == "zeros"
-        and _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters,
-                            geometry, bias, cdtype)
+        and _depthwise(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geometry,
+                       bias, cdtype)
     ):
         return out
     res_letters = "NGO" + spatial if form == "A" else "N" + spatial + "GO"
@@ -345,9 +336,6 @@ def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, c
     return run_wide_rows(rows_of, n, wmat, geometry, form, tgt, cdtype, pix, rows)
 
 
-#: depthwise convs with unit strides and zero padding run as one fused sum of products per
-#: padded chunk (`depthwise_flat`), both layouts
-_DEPTHWISE_FLAT = True
 
 #: 2-D tiles with unit strides, an output as wide as the input and enough channels run as
 #: accumulating GEMMs per tap on flat views of the input (`taps_flat`)
@@ -1438,176 +1426,34 @@ def _direct_rows(block, wk, geometry, tgt, cdtype):
     return tgt
 
 
-def _depthwise_last(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geometry,
-                    bias, cdtype) -> bool:
-    """Depthwise 1-D/2-D, zero padding, channels-last: every term is a multiply-add of
-    contiguous input rows ``(W, C)`` with the tap's weights, written straight into the output
-    rows. The padding is virtual (each tap touches only the output rows and columns whose
-    input exists): no padded copy. Output rows go in cache-sized chunks over threads. With
-    unit strides, `depthwise_last_flat` instead (both layouts: channels-first input and output
-    go through it as transposed views, its chunk copies moving the channels innermost).
-    Returns False (nothing done) if the arrays do not have one of those shapes."""
+def _depthwise(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geometry, bias,
+               cdtype) -> bool:
+    """Depthwise 1-D/2-D with zero padding, either layout, by `depthwise_flat`: one fused
+    sum of products per padded chunk (channels-first input and output go through it as
+    views with the channel axis moved last; its chunk copies move the channels innermost and
+    cast to ``cdtype``). Returns False (nothing done) for other shapes (3-D, a channel
+    multiplier, other letter orders)."""
     k = geometry.n_spatial
     spatial = "".join(c for c in x_letters if c not in "NGC")
-    from_first = x_letters == "NGC" + spatial and out_letters == "NC" + spatial
+    first = x_letters == "NGC" + spatial and out_letters == "NC" + spatial
     last = x_letters == "N" + spatial + "GC" and out_letters == "N" + spatial + "C"
-    if k > 2 or not (from_first or last):
-        return False
     dims = dict(zip(w_letters, w_grouped.shape, strict=True))
-    if dims["O"] != 1 or dims["I"] != 1 or x_grouped.dtype != cdtype or out.dtype != cdtype:
+    if k > 2 or not (first or last) or dims["O"] != 1 or dims["I"] != 1:
         return False
-    itm = cdtype.itemsize
-    g = dims["G"]
-    if from_first:  # (n, *S, G) and (n, *S_out, G) views of the channels-first arrays
+    if any(p < 0 for pair in geometry.pads for p in pair):
+        return False
+    if first:  # (n, *S, G) and (n, *S_out, G) views of the channels-first arrays
         x, out = np.moveaxis(x_grouped[:, :, 0], 1, -1), np.moveaxis(out, 1, -1)
     else:
         x = x_grouped[..., 0]  # (n, *S, G)
-        if x.strides[-1] != itm or not out.flags.c_contiguous:
-            return False
     w = _ordered(w_grouped, w_letters, spatial + "GOI", cdtype).reshape(
-        geometry.kernel_sizes + (g,)
+        geometry.kernel_sizes + (dims["G"],)
     )
-    o3 = out
+    sizes = (geometry.kernel_sizes, geometry.strides, geometry.dilations, geometry.pads)
     if k == 1:  # a unit row axis
-        x, w, o3 = x[:, None], w[None], out[:, None]
-    geo = (
-        ((1,) + geometry.in_sizes, (1,) + geometry.kernel_sizes, (1,) + geometry.strides,
-         (1,) + geometry.dilations, ((0, 0),) + geometry.pads, (1,) + geometry.out_sizes)
-        if k == 1
-        else (geometry.in_sizes, geometry.kernel_sizes, geometry.strides, geometry.dilations,
-              geometry.pads, geometry.out_sizes)
-    )
-    (hi, wi), (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)), (ho, wo) = geo
-    bias_c = None if bias is None else bias.astype(cdtype)
-    if _DEPTHWISE_FLAT and sh == sw == 1 and all(p >= 0 for pair in geo[4] for p in pair):
-        depthwise_flat(x, w, o3, ((kh, kw), (dh, dw), geo[4]), bias_c, cdtype)
-        return True
-    if from_first:
-        return False  # the channels-first paths of `_run_direct` take it
-    n = x.shape[0]
-    contiguous_w = sw == 1 and x.strides[2] == g * itm
-    # a stride along the width: each chunk's input rows are first split into ``sw`` phases
-    # (columns p, p + sw, ...), contiguous, so every tap reads contiguous runs of the phase
-    # its offset falls on (one strided copy of the input instead of strided multiply-adds)
-    phased = sw > 1 and x.strides[2] == g * itm
-    tiled = contiguous_w or phased
-    # per tap: the output columns [c0, c1) whose input column exists
-    cols = []
-    for j in range(kw):
-        off = j * dw - pw
-        c0 = -(off // sw) if off < 0 else 0
-        c1 = min(wo, (wi - 1 - off) // sw + 1) if wi - 1 - off >= 0 else 0
-        cols.append((c0, max(c0, c1)))
-    # chunks of rows and columns of about _DIRECT_ROWS_CHUNK values (long rows are split, so
-    # the scratch stays small whatever the width)
-    colstep = min(wo, max(1, _DIRECT_ROWS_CHUNK // g))
-    per = max(1, _DIRECT_ROWS_CHUNK // (colstep * g))
-    wrep = [
-        np.tile(w[i, j], colstep) if tiled else w[i, j] for i in range(kh) for j in range(kw)
-    ]
-    chunks = [
-        (ni, r0, q0) for ni in range(n) for r0 in range(0, ho, per) for q0 in range(0, wo, colstep)
-    ]
-    xs1, xs2 = x.strides[1:3]
-    lens = [(wi - p + sw - 1) // sw for p in range(sw)]  # columns of each phase
-    qmin = min((j * dw - pw) // sw for j in range(kw))
-    qmax = max((j * dw - pw) // sw for j in range(kw))
-
-    def plan(r0, r1, q0, q1):
-        """The terms of the chunk of output rows [r0, r1), columns [q0, q1): per tap, the
-        output rows [a, b) and columns [c0, c1) whose input exists; a term covering the whole
-        chunk first (it initializes the chunk), else ``zero`` says to clear it first. The same
-        for every sample, so built once per chunk position."""
-        terms = []
-        for i in range(kh):
-            # output rows r whose input row r * sh + i * dh - ph exists
-            off_r = i * dh - ph
-            a = max(r0, -(off_r // sh)) if off_r < 0 else r0
-            b = min(r1, (hi - 1 - off_r) // sh + 1) if hi - 1 - off_r >= 0 else r0
-            if b <= a:
-                continue
-            for j in range(kw):
-                c0, c1 = max(cols[j][0], q0), min(cols[j][1], q1)
-                if c1 > c0:
-                    cover = (a, b, c0, c1) == (r0, r1, q0, q1)
-                    terms.append((not cover, i, j, a, b, c0, c1, off_r))
-        terms.sort()
-        zero = not terms or terms[0][0]
-        out_terms = []
-        for _, i, j, a, b, c0, c1, off_r in terms:
-            off = j * dw - pw
-            if contiguous_w:
-                # plain slices (an as_strided view per term cost as much as its arithmetic)
-                src = (slice(a * sh + off_r, (b - 1) * sh + off_r + 1, sh),
-                       slice(c0 + off, c1 + off))
-            else:
-                src = None
-            out_terms.append((i * kw + j, a, b, c0, c1, off_r, off, src))
-        return zero, out_terms
-
-    plans = {}
-    for _, r0, q0 in chunks:
-        if (r0, q0) not in plans:
-            plans[r0, q0] = plan(r0, min(ho, r0 + per), q0, min(wo, q0 + colstep))
-
-    def rows_chunk(part):
-        tmp = np.empty((per, colstep, g), dtype=cdtype)
-        if phased:
-            bufs = np.empty(
-                (sw, per * sh + (kh - 1) * dh + 1, colstep + qmax - qmin, g), dtype=cdtype
-            )
-        for ni, r0, q0 in part:
-            r1, q1 = min(ho, r0 + per), min(wo, q0 + colstep)
-            dst = o3[ni, r0:r1, q0:q1]
-            xn = x[ni]
-            if phased:
-                # phase p holds the input columns p + k * sw, k in [pbase, pbase + width)
-                lo_in = max(0, r0 * sh - ph)
-                hi_in = min(hi, (r1 - 1) * sh + (kh - 1) * dh - ph + 1)
-                pbase = max(0, q0 + qmin)
-                for p_, len_p in enumerate(lens):
-                    width = min(len_p, q1 + qmax) - pbase
-                    if hi_in > lo_in and width > 0:
-                        first_col = p_ + pbase * sw
-                        src = xn[lo_in:hi_in, first_col : first_col + (width - 1) * sw + 1 : sw]
-                        bufs[p_, : hi_in - lo_in, :width] = src
-            zero, terms = plans[r0, q0]
-            if zero:
-                dst[...] = 0
-            first = not zero
-            for tap, a, b, c0, c1, off_r, off, src in terms:
-                if src is not None:
-                    xv = xn[src]
-                elif phased:
-                    buf = bufs[off % sw]
-                    xv = np.lib.stride_tricks.as_strided(
-                        buf[a * sh + off_r - lo_in, c0 + off // sw - pbase], (b - a, c1 - c0, g),
-                        (buf.strides[0] * sh, g * itm, itm), writeable=False,
-                    )
-                else:
-                    xv = np.lib.stride_tricks.as_strided(
-                        xn[a * sh + off_r, c0 * sw + off], (b - a, c1 - c0, g),
-                        (xs1 * sh, xs2 * sw, itm), writeable=False,
-                    )
-                d = dst[a - r0 : b - r0, c0 - q0 : c1 - q0]
-                wv = wrep[tap]
-                t = tmp[: b - a, : c1 - c0]
-                if tiled:
-                    m = (c1 - c0) * g
-                    xv = xv.reshape(b - a, m)
-                    d = d.reshape(b - a, m)
-                    t = t.reshape(b - a, m)
-                    wv = wv[:m]
-                if first:
-                    np.multiply(xv, wv, out=d)
-                    first = False
-                    continue
-                np.multiply(xv, wv, out=t)
-                d += t
-            if bias_c is not None:
-                dst += bias_c
-
-    _parallel(rows_chunk, chunks)
+        x, w, out = x[:, None], w[None], out[:, None]
+        sizes = tuple(((1,) + v) for v in sizes[:3]) + (((0, 0),) + sizes[3],)
+    depthwise_flat(x, w, out, sizes, None if bias is None else bias.astype(cdtype), cdtype)
     return True
 
 

@@ -1,27 +1,31 @@
-"""Depthwise convolution with unit strides as one fused sum of products per padded chunk,
-split over the threads; channels-last, and channels-first through transposing copies.
+"""Depthwise convolution (zero padding, any strides and dilations) as one fused sum of
+products per padded chunk, split over the threads; channels-last, and channels-first through
+transposing copies.
 
 A chunk is ``R`` output rows by ``Q`` output columns of one sample. Its input (rows and
-columns with the zero padding around them) is copied into the thread's scratch as ``(R +
-halo, Q + spread, C)``, channels innermost whatever the input's layout; over that buffer
-kernel tap ``(i, j)`` of output cell ``(h, w)`` sits ``(i * dh * Wq + j * dw) * C`` values
-after ``(h * Wq + w) * C`` (``Wq = Q + spread``), so the taps of the chunk are one strided view
-``(R, kh, kw, Q * C)`` (rows ``Wq * C`` apart, the last axis contiguous) and the chunk is ONE
-``np.einsum`` of that view with the taps' weights repeated along ``Q`` columns, written
-straight into a channels-last output (a channels-first one gets it through a few rows of
-scratch at a time, copied out with the channels moved). einsum's C loop adds the products
-of each value into the output in tap order without a product array in between: one pass
-instead of a multiply and an add per tap. ``Q`` is the whole output width unless the repeated
-weights would hold more than `MAX_WEIGHT_ELEMS` values (`ROW_WEIGHT_ELEMS` for outputs of one
-row: 1-D convolutions).
+columns with the zero padding around them) is copied into the thread's scratch as ``(Hq, Wq,
+C)``, channels innermost whatever the input's layout (``Hq = (R - 1) * sh + (kh - 1) * dh +
+1``, ``Wq`` likewise); over that buffer kernel tap ``(i, j)`` of output cell ``(h, w)`` sits
+at ``((h * sh + i * dh) * Wq + w * sw + j * dw) * C``, so the taps of the chunk are one
+strided view ``(R, kh, kw, Q * C)`` (unit width stride: the last axis contiguous; else ``(R,
+kh, kw, Q, C)``) and the chunk is ONE ``np.einsum`` of that view with the taps' weights
+(repeated along ``Q`` columns for the contiguous form), written straight into a
+channels-last output (a channels-first one gets it through a few rows of scratch at a time,
+copied out with the channels moved). einsum's C loop adds the products of each value into
+the output in tap order without a product array in between: one pass instead of a multiply
+and an add per tap. ``Q`` is the whole output width unless the repeated weights would hold
+more than `MAX_WEIGHT_ELEMS` values (`ROW_WEIGHT_ELEMS` for outputs of one row: 1-D
+convolutions).
 
 On the depthwise case of BENCH.md (8x112x112x96, 3x3, 2-core test machine, interleaved
 rounds): the earlier form of this module (a multiply into a product buffer and an add per
 tap, over 8-row chunks) 34.7 ms, fused 25.1 ms at the same chunk size and 16.5-17.1 ms with
 chunks of half a sample or more (no einsum call is cheaper per value on small chunks: ~0.2 ns per
 multiply-add from 2 to 112 rows; larger chunks copy fewer halo rows and hand the GIL over
-less often). Before that, the row-by-row form (`conv._depthwise_last`, virtual padding) took
-39.4 ms. Channels-first, where the per-plane multiply-adds of `conv._run_direct` took 47.5
+less often). Before that, a row-by-row form (each tap a multiply-add over the output
+columns whose input exists: virtual padding) took 39.4 ms; it also ran the strided convs
+(8x96x112x112 3x3 stride 2: 19.3 ms, 6.5 through this module, einsum looping over runs of
+C values there). Channels-first, where the per-plane multiply-adds of `conv._run_direct` took 47.5
 ms: 25.6 ms (each sample's input moved channels-last into the chunk buffer: ~0.8 ms, the
 output moved back 16 rows at a time: ~1.2 ms). Planes too narrow for the earlier form (7x7
 to 28x28, which kept the per-plane path) gained most: 8x960x7x7 channels-first 23.6 ->
@@ -54,12 +58,13 @@ OUT_ROWS = 16
 
 
 def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
-    """``out = depthwise conv(x, w) (+ bias)`` with unit strides and zero padding.
+    """``out = depthwise conv(x, w) (+ bias)`` with zero padding.
 
     ``x`` ``(n, H, W, C)`` and ``out`` ``(n, H_out, W_out, C)`` are any views (channels-last
-    arrays, or channels-first ones with their channel axis moved last), in ``cdtype``; ``w``
-    ``(kh, kw, C)`` in ``cdtype``; ``sizes`` is ``((kh, kw), (dh, dw), ((ph, ph_end), (pw,
-    pw_end)))`` with non-negative padding; ``bias`` is ``(C,)`` or None.
+    arrays, or channels-first ones with their channel axis moved last), of any float dtype
+    (the arithmetic runs in ``cdtype``); ``w`` ``(kh, kw, C)`` in ``cdtype``; ``sizes`` is
+    ``((kh, kw), (sh, sw), (dh, dw), ((ph, ph_end), (pw, pw_end)))`` with non-negative
+    padding; ``bias`` is ``(C,)`` or None.
 
     Examples
     --------
@@ -67,55 +72,71 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
     >>> x = np.arange(2 * 4 * 5 * 3, dtype=np.float64).reshape(2, 4, 5, 3)
     >>> w = np.ones((3, 3, 3))
     >>> out = np.empty((2, 4, 5, 3))
-    >>> depthwise_flat(x, w, out, ((3, 3), (1, 1), ((1, 1), (1, 1))), None, np.float64)
+    >>> depthwise_flat(x, w, out, ((3, 3), (1, 1), (1, 1), ((1, 1), (1, 1))), None, np.float64)
     >>> float(out[0, 1, 1, 0]) == float(x[0, :3, :3, 0].sum())
     True
     """
-    (kh, kw), (dh, dw), ((ph, _), (pw, _)) = sizes
-    n, hi, wi, c = x.shape
+    (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)) = sizes
+    n, _, _, c = x.shape
     ho, wo = out.shape[1:3]
     spread, halo = (kw - 1) * dw, (kh - 1) * dh
     q = max(1, min(wo, (ROW_WEIGHT_ELEMS if ho == 1 else MAX_WEIGHT_ELEMS) // (kh * kw * c)))
     q = -(-wo // -(-wo // q))  # equal column tiles
-    rows = max(1, min(ho, CHUNK_ELEMS // ((q + spread) * c)))
+    width = (q - 1) * sw + spread + 1  # input columns of a tile
+    rows = max(1, min(ho, (CHUNK_ELEMS // (width * c) - halo - 1) // sh + 1))
     rows = -(-ho // -(-ho // rows))  # equal row chunks
-    # (kh, kw, q * C): each tap's weights repeated along q columns
-    weights = np.ascontiguousarray(np.broadcast_to(w[:, :, None, :], (kh, kw, q, c))).reshape(
-        kh, kw, q * c)
+    height = (rows - 1) * sh + halo + 1
+    contiguous = sw == 1  # a tap's values on an output row are one contiguous run
+    if contiguous:  # (kh, kw, q * C): each tap's weights repeated along q columns
+        weights = np.ascontiguousarray(np.broadcast_to(w[:, :, None, :], (kh, kw, q, c)))
+        weights = weights.reshape(kh, kw, q * c)
     isz = np.dtype(cdtype).itemsize
-    direct = out.strides[2:] == (c * isz, isz)  # output rows of Q * C contiguous values
+    # output rows of Q * C contiguous values in ``cdtype``: einsum writes there
+    direct = out.dtype == cdtype and out.strides[2:] == (c * isz, isz)
     chunks = [(ni, r0, q0) for ni in range(n) for r0 in range(0, ho, rows)
               for q0 in range(0, wo, q)]
 
+    def fused(taps, dst) -> None:
+        """``dst`` ``(r, q, C)`` = the sum over the taps (einsum: tap after tap into zero)."""
+        if contiguous:
+            r_, q_ = dst.shape[:2]
+            # (r, q * C): a view, the last two axes being contiguous
+            np.einsum("rijk,ijk->rk", taps, weights[:, :, : q_ * c],
+                      out=dst.reshape(r_, q_ * c))
+        else:  # runs of C values: einsum's loop over the channels
+            np.einsum("rijqc,ijc->rqc", taps, w, out=dst)
+
     def run(part):
-        buf = scratch("depthwise flat input", (rows + halo) * (q + spread) * c, cdtype)
+        buf = scratch("depthwise flat input", height * width * c, cdtype)
         for ni, r0, q0 in part:
             n_r, n_q = min(ho, r0 + rows) - r0, min(wo, q0 + q) - q0
-            hb, wb = n_r + halo, n_q + spread
-            span, row = n_q * c, wb * c
+            hb, wb = (n_r - 1) * sh + halo + 1, (n_q - 1) * sw + spread + 1
+            row = wb * c
             piece = buf[: hb * row].reshape(hb, wb, c)
-            _padded_piece(piece, x[ni], r0 - ph, q0 - pw)
-            # the view ends exactly at the piece's last value: with unit strides a row's last
-            # tap reads up to the end of its padded row
-            # taps[r, i, j] = the input values tap (i, j) multiplies on output row r (the
-            # ndarray constructor: as_strided's checks cost ~5 us a call, per chunk)
-            taps = np.ndarray((n_r, kh, kw, span), cdtype, buf,
-                              strides=(row * isz, dh * row * isz, dw * c * isz, isz))
-            wts = weights[:, :, :span]
+            _padded_piece(piece, x[ni], r0 * sh - ph, q0 * sw - pw)
+            # taps[r, i, j, v] = the input value tap (i, j) multiplies for output cell (r, v)
+            # of the chunk (the view ends exactly at the piece's last value; the ndarray
+            # constructor: as_strided's checks cost ~5 us a call, per chunk)
+            if contiguous:
+                taps = np.ndarray((n_r, kh, kw, n_q * c), cdtype, buf,
+                                  strides=(sh * row * isz, dh * row * isz, dw * c * isz, isz))
+            else:
+                taps = np.ndarray((n_r, kh, kw, n_q, c), cdtype, buf,
+                                  strides=(sh * row * isz, dh * row * isz, dw * c * isz,
+                                           sw * c * isz, isz))
             if direct:
                 dst = out[ni, r0 : r0 + n_r, q0 : q0 + n_q]
-                # (n_r, span): a view, the last two axes being contiguous
-                np.einsum("rijk,ijk->rk", taps, wts, out=dst.reshape(n_r, span))
+                fused(taps, dst)
                 if bias is not None:
                     dst += bias
                 continue
-            res = scratch("depthwise flat rows", OUT_ROWS * span, cdtype)
+            res = scratch("depthwise flat rows", OUT_ROWS * n_q * c, cdtype)
             for b0 in range(0, n_r, OUT_ROWS):
                 nb = min(OUT_ROWS, n_r - b0)
-                block = res[: nb * span].reshape(nb, span)
-                np.einsum("rijk,ijk->rk", taps[b0 : b0 + nb], wts, out=block)
+                block = res[: nb * n_q * c].reshape(nb, n_q, c)
+                fused(taps[b0 : b0 + nb], block)
                 dst = out[ni, r0 + b0 : r0 + b0 + nb, q0 : q0 + n_q]
-                dst[...] = block.reshape(nb, n_q, c)
+                dst[...] = block
                 if bias is not None:
                     dst += bias
 
