@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from conv_reference import act_from, act_to, conv_ref
@@ -10,8 +12,10 @@ from recording import record_taken
 
 import layoutops as lo
 from layoutops.kernels import conv as kconv
+from layoutops.kernels import conv_transpose as kct
 from layoutops.kernels import depthwise_flat
 from layoutops.kernels.threads import set_num_threads
+from layoutops.ops import grad as ograd
 
 
 @pytest.fixture
@@ -122,4 +126,104 @@ def test_flat_depthwise_leaves_padding_modes(layout, forced):
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
     want = conv_ref(padded, w, None, strides=(1, 1), pads=((0, 0), (0, 0)), dilations=(1, 1),
                     groups=3)
+    np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=1e-12, atol=1e-12)
+
+
+def _depthwise_vjp_ref(x, w, g, strides, pads, dilations):
+    """The input and weight gradients of a depthwise conv, by a loop over every output
+    element and tap (float64): each term ``x[n, c, src] * w[c, 0, tap]`` of the forward sends
+    ``g * w`` to the input and ``g * x`` to the weight."""
+    x, w, g = (np.asarray(a, dtype=np.float64) for a in (x, w, g))
+    gx, gw = np.zeros_like(x), np.zeros_like(w)
+    in_sizes, outs = x.shape[2:], g.shape[2:]
+    for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+        for pos in itertools.product(*(range(s) for s in outs)):
+            for tap in itertools.product(*(range(k) for k in w.shape[2:])):
+                src = tuple(pos[a] * strides[a] - pads[a][0] + tap[a] * dilations[a]
+                            for a in range(len(outs)))
+                if all(0 <= p < size for p, size in zip(src, in_sizes, strict=True)):
+                    gx[(n, c, *src)] += g[(n, c, *pos)] * w[(c, 0, *tap)]
+                    gw[(c, 0, *tap)] += g[(n, c, *pos)] * x[(n, c, *src)]
+    return gx, gw
+
+
+@pytest.fixture
+def fused_grads(monkeypatch):
+    """Small chunks, as in `forced`; records the depthwise weight gradients and transposed
+    convolutions that took the fused path."""
+    monkeypatch.setattr(depthwise_flat, "CHUNK_ELEMS", 150)
+    monkeypatch.setattr(depthwise_flat, "OUT_ROWS", 2)
+    weights = record_taken(monkeypatch, ograd, "depthwise_weight_grad", taken=lambda r: True)
+    inputs = record_taken(monkeypatch, kct, "_depthwise_as_conv", taken=bool)
+    return weights, inputs
+
+
+@pytest.mark.parametrize("case", _CASES, ids=lambda c: f"{c[0]}-k{c[1]}-d{c[3]}-s{c[4]}")
+@pytest.mark.parametrize("channels_last", [True, False], ids=["last", "first"])
+@pytest.mark.parametrize("column_tiles", [False, True], ids=["rows", "tiles"])
+def test_depthwise_backward_matches_loop_reference(case, channels_last, column_tiles,
+                                                   fused_grads, monkeypatch):
+    if column_tiles:  # repeated weights of at most 40 values: tiles of a few output columns
+        monkeypatch.setattr(depthwise_flat, "MAX_WEIGHT_ELEMS", 40)
+        monkeypatch.setattr(depthwise_flat, "ROW_WEIGHT_ELEMS", 40)
+    shape, ksize, pads, dilation, stride = case
+    n_sp, c = len(ksize), shape[1]
+    rng = np.random.default_rng(sum(shape) + sum(ksize))
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((c, 1, *ksize))
+    outs = tuple((n + b + e - d * (k - 1) - 1) // s + 1 for n, k, s, d, (b, e)
+                 in zip(shape[2:], ksize, stride, dilation, pads, strict=True))
+    g = rng.standard_normal((shape[0], c, *outs))
+    want_x, want_w = _depthwise_vjp_ref(x, w, g, stride, pads, dilation)
+    canon = "NCW" if n_sp == 1 else "NCHW"
+    layout = ("NWC" if n_sp == 1 else "NHWC") if channels_last else canon
+    kernel_layout = "OIW" if n_sp == 1 else "OIHW"
+    gx, gw, _ = lo.conv_backward(act_to(g, canon, layout), act_to(x, canon, layout), w,
+                                 stride=stride, padding=[tuple(p) for p in pads],
+                                 dilation=dilation, groups=c, layout=layout,
+                                 kernel_layout=kernel_layout)
+    weights, inputs = fused_grads
+    assert weights == [True]
+    # the input gradient is a depthwise transposed conv: fused when its strides are 1
+    assert inputs == [all(s == 1 for s in stride)]
+    np.testing.assert_allclose(gw, want_w, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(act_from(gx, layout, canon), want_x, rtol=1e-12, atol=1e-12)
+
+
+def test_depthwise_weight_grad_same_on_one_and_two_threads(fused_grads):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 17, 9, 4)).astype(np.float32)
+    w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((3, 17, 9, 4)).astype(np.float32)
+    previous = set_num_threads(None)
+    try:
+        runs = []
+        for n in (1, 2):
+            set_num_threads(n)
+            runs.append(lo.conv_backward(g, x, w, padding=1, groups=4, layout="NHWC",
+                                         kernel_layout="OIHW", needs=("weight",)).grad_weight)
+    finally:
+        set_num_threads(previous)
+    assert fused_grads[0] == [True, True]
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize(("padding", "fused"), [(1, True), (3, False)], ids=["crop", "beyond"])
+def test_depthwise_conv_transpose_unit_stride(layout, padding, fused, fused_grads):
+    """A depthwise transposed conv with unit strides runs as the forward conv with the
+    flipped kernel, unless its crop exceeds the kernel's spread (then the scatter-add)."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 3, 8, 9))
+    w = rng.standard_normal((3, 1, 3, 3))  # IOHW: C_in, C_out / groups
+    b = rng.standard_normal(3)
+    got = lo.conv_transpose(act_to(x, "NCHW", layout), w, b, padding=padding,
+                            output_padding=0, groups=3, layout=layout, kernel_layout="IOHW")
+    want = np.zeros((2, 3, 10 - 2 * padding, 11 - 2 * padding))
+    for i, j, a, bb in itertools.product(range(8), range(9), range(3), range(3)):
+        oi, oj = i + a - padding, j + bb - padding
+        if 0 <= oi < want.shape[2] and 0 <= oj < want.shape[3]:
+            want[:, :, oi, oj] += x[:, :, i, j] * w[:, 0, a, bb]
+    want += b[:, None, None]
+    assert fused_grads[1] == [fused]
     np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=1e-12, atol=1e-12)

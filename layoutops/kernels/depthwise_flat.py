@@ -39,7 +39,10 @@ import numpy as np
 from .scratch import scratch
 from .threads import parallel
 
-__all__ = ["CHUNK_ELEMS", "MAX_WEIGHT_ELEMS", "OUT_ROWS", "ROW_WEIGHT_ELEMS", "depthwise_flat"]
+__all__ = [
+    "CHUNK_ELEMS", "MAX_WEIGHT_ELEMS", "OUT_ROWS", "ROW_WEIGHT_ELEMS", "depthwise_flat",
+    "depthwise_weight_grad",
+]
 
 #: values of one chunk's padded input (a 112x112x96 sample is 1.2 M values; A/Bs of the
 #: case above: 2^16 + 2^15 values 22.2 ms, 2^18 + 2^17 17.8, 2^19 + 2^18 16.5, 2^20 + 2^19 17.1)
@@ -55,6 +58,47 @@ ROW_WEIGHT_ELEMS = 1 << 20
 #: output rows computed at a time when the output is not channels-last (they are copied out
 #: with the channels moved while in cache; 8, 16, 32 or 112 rows measured equal, 2 slower)
 OUT_ROWS = 16
+
+
+class _Chunks:
+    """The chunks of a depthwise convolution's output (``rows`` x ``q`` cells of one sample)
+    and, per chunk, the view of its kernel taps over the padded input piece in scratch."""
+
+    def __init__(self, x_shape, out_shape, sizes, cdtype):
+        (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)) = sizes
+        n, _, _, c = x_shape
+        ho, wo = out_shape[1:3]
+        self.sizes, self.c, self.cdtype = sizes, c, np.dtype(cdtype)
+        self.spread, self.halo = (kw - 1) * dw, (kh - 1) * dh
+        cap = ROW_WEIGHT_ELEMS if ho == 1 else MAX_WEIGHT_ELEMS
+        q = max(1, min(wo, cap // (kh * kw * c)))
+        self.q = q = -(-wo // -(-wo // q))  # equal column tiles
+        width = (q - 1) * sw + self.spread + 1  # input columns of a tile
+        rows = max(1, min(ho, (CHUNK_ELEMS // (width * c) - self.halo - 1) // sh + 1))
+        self.rows = rows = -(-ho // -(-ho // rows))  # equal row chunks
+        self.buffer = ((rows - 1) * sh + self.halo + 1) * width * c
+        self.contiguous = sw == 1  # a tap's values on an output row are one contiguous run
+        self.items = [(ni, r0, q0, min(ho, r0 + rows) - r0, min(wo, q0 + q) - q0)
+                      for ni in range(n) for r0 in range(0, ho, rows) for q0 in range(0, wo, q)]
+
+    def taps(self, x, ni, r0, q0, n_r, n_q) -> np.ndarray:
+        """The chunk's input with its zero padding copied into this thread's scratch, seen
+        as ``taps[r, i, j, v]``: the value tap ``(i, j)`` reads for output cell ``(r, v)``
+        of the chunk (``v`` over ``n_q * C`` contiguous values, or ``(n_q, C)`` with a
+        width stride). The view ends exactly at the piece's last value; the ndarray
+        constructor, as_strided's checks cost ~5 us a call, per chunk."""
+        (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)) = self.sizes
+        c, isz = self.c, self.cdtype.itemsize
+        buf = scratch("depthwise flat input", self.buffer, self.cdtype)
+        hb, wb = (n_r - 1) * sh + self.halo + 1, (n_q - 1) * sw + self.spread + 1
+        row = wb * c
+        _padded_piece(buf[: hb * row].reshape(hb, wb, c), x[ni], r0 * sh - ph, q0 * sw - pw)
+        if self.contiguous:
+            return np.ndarray((n_r, kh, kw, n_q * c), self.cdtype, buf,
+                              strides=(sh * row * isz, dh * row * isz, dw * c * isz, isz))
+        return np.ndarray((n_r, kh, kw, n_q, c), self.cdtype, buf,
+                          strides=(sh * row * isz, dh * row * isz, dw * c * isz, sw * c * isz,
+                                   isz))
 
 
 def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
@@ -76,29 +120,19 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
     >>> float(out[0, 1, 1, 0]) == float(x[0, :3, :3, 0].sum())
     True
     """
-    (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)) = sizes
-    n, _, _, c = x.shape
-    ho, wo = out.shape[1:3]
-    spread, halo = (kw - 1) * dw, (kh - 1) * dh
-    q = max(1, min(wo, (ROW_WEIGHT_ELEMS if ho == 1 else MAX_WEIGHT_ELEMS) // (kh * kw * c)))
-    q = -(-wo // -(-wo // q))  # equal column tiles
-    width = (q - 1) * sw + spread + 1  # input columns of a tile
-    rows = max(1, min(ho, (CHUNK_ELEMS // (width * c) - halo - 1) // sh + 1))
-    rows = -(-ho // -(-ho // rows))  # equal row chunks
-    height = (rows - 1) * sh + halo + 1
-    contiguous = sw == 1  # a tap's values on an output row are one contiguous run
-    if contiguous:  # (kh, kw, q * C): each tap's weights repeated along q columns
+    plan = _Chunks(x.shape, out.shape, sizes, cdtype)
+    kh, kw = sizes[0]
+    c, q = plan.c, plan.q
+    if plan.contiguous:  # (kh, kw, q * C): each tap's weights repeated along q columns
         weights = np.ascontiguousarray(np.broadcast_to(w[:, :, None, :], (kh, kw, q, c)))
         weights = weights.reshape(kh, kw, q * c)
-    isz = np.dtype(cdtype).itemsize
+    isz = plan.cdtype.itemsize
     # output rows of Q * C contiguous values in ``cdtype``: einsum writes there
     direct = out.dtype == cdtype and out.strides[2:] == (c * isz, isz)
-    chunks = [(ni, r0, q0) for ni in range(n) for r0 in range(0, ho, rows)
-              for q0 in range(0, wo, q)]
 
     def fused(taps, dst) -> None:
         """``dst`` ``(r, q, C)`` = the sum over the taps (einsum: tap after tap into zero)."""
-        if contiguous:
+        if plan.contiguous:
             r_, q_ = dst.shape[:2]
             # (r, q * C): a view, the last two axes being contiguous
             np.einsum("rijk,ijk->rk", taps, weights[:, :, : q_ * c],
@@ -107,23 +141,8 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
             np.einsum("rijqc,ijc->rqc", taps, w, out=dst)
 
     def run(part):
-        buf = scratch("depthwise flat input", height * width * c, cdtype)
-        for ni, r0, q0 in part:
-            n_r, n_q = min(ho, r0 + rows) - r0, min(wo, q0 + q) - q0
-            hb, wb = (n_r - 1) * sh + halo + 1, (n_q - 1) * sw + spread + 1
-            row = wb * c
-            piece = buf[: hb * row].reshape(hb, wb, c)
-            _padded_piece(piece, x[ni], r0 * sh - ph, q0 * sw - pw)
-            # taps[r, i, j, v] = the input value tap (i, j) multiplies for output cell (r, v)
-            # of the chunk (the view ends exactly at the piece's last value; the ndarray
-            # constructor: as_strided's checks cost ~5 us a call, per chunk)
-            if contiguous:
-                taps = np.ndarray((n_r, kh, kw, n_q * c), cdtype, buf,
-                                  strides=(sh * row * isz, dh * row * isz, dw * c * isz, isz))
-            else:
-                taps = np.ndarray((n_r, kh, kw, n_q, c), cdtype, buf,
-                                  strides=(sh * row * isz, dh * row * isz, dw * c * isz,
-                                           sw * c * isz, isz))
+        for ni, r0, q0, n_r, n_q in part:
+            taps = plan.taps(x, ni, r0, q0, n_r, n_q)
             if direct:
                 dst = out[ni, r0 : r0 + n_r, q0 : q0 + n_q]
                 fused(taps, dst)
@@ -140,7 +159,49 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
                 if bias is not None:
                     dst += bias
 
-    parallel(run, chunks)
+    parallel(run, plan.items)
+
+
+def depthwise_weight_grad(x, g, sizes, cdtype) -> np.ndarray:
+    """The weight gradient ``(kh, kw, C)`` (in ``cdtype``) of the depthwise convolution of
+    `depthwise_flat` with output gradient ``g`` ``(n, H_out, W_out, C)``: per chunk, ONE
+    ``np.einsum`` of its taps view with the chunk's gradient (summed over the rows), then
+    over the chunk's columns; the chunks' sums are added in chunk order, so the result does
+    not depend on the thread count.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(2 * 4 * 5 * 3, dtype=np.float64).reshape(2, 4, 5, 3)
+    >>> g = np.ones((2, 4, 5, 3))
+    >>> sizes = ((3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)))
+    >>> dw = depthwise_weight_grad(x, g, sizes, np.float64)
+    >>> float(dw[1, 1, 0]) == float(x[..., 0].sum())       # the centre tap sees every input
+    True
+    """
+    plan = _Chunks(x.shape, g.shape, sizes, cdtype)
+    kh, kw = sizes[0]
+    c = plan.c
+    sums = [None] * len(plan.items)
+
+    def run(part):
+        for index, (ni, r0, q0, n_r, n_q) in part:
+            taps = plan.taps(x, ni, r0, q0, n_r, n_q)
+            grad = scratch("depthwise grad rows", n_r * n_q * c, cdtype).reshape(n_r, n_q, c)
+            grad[...] = g[ni, r0 : r0 + n_r, q0 : q0 + n_q]  # channels innermost, cdtype
+            per_cell = scratch("depthwise grad taps", kh * kw * n_q * c, cdtype)
+            if plan.contiguous:
+                np.einsum("rijk,rk->ijk", taps, grad.reshape(n_r, n_q * c),
+                          out=per_cell.reshape(kh, kw, n_q * c))
+            else:
+                np.einsum("rijqc,rqc->ijqc", taps, grad, out=per_cell.reshape(kh, kw, n_q, c))
+            sums[index] = per_cell.reshape(kh, kw, n_q, c).sum(axis=2)
+
+    parallel(run, list(enumerate(plan.items)))
+    total = np.zeros((kh, kw, c), cdtype)
+    for part_sum in sums:
+        total += part_sum
+    return total
 
 
 def _padded_piece(piece, xs, top, left) -> None:

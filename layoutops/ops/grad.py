@@ -22,6 +22,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from ..kernels.depthwise_flat import depthwise_weight_grad
 from ..kernels.geometry import Geometry
 from ..kernels.grad import bin_scatter, fold_padding, index_scatter, weight_grad, window_scatter
 from ..kernels.pool import avg_divisor
@@ -196,15 +197,43 @@ def conv_backward(
         grad_input = _conv_input_grad(g, ops, geom, mode, dtype)
     if "weight" in want:
         g_grouped = split_axis(g, ops.out_layout.channel_axis, ops.groups)
-        acc = weight_grad(
-            ops.x_grouped, ops.x_letters, g_grouped, ops.out_layout.spec.replace("C", "GC"),
-            geom, spatial, ops.w_letters, ops.w_grouped.shape, x_channel="I", g_channel="O",
-            mode=mode, dtype=cdtype,
-        )
+        acc = None
+        if mode == "constant":
+            acc = _depthwise_weight_grad(ops, g_grouped, geom, cdtype)
+        if acc is None:
+            acc = weight_grad(
+                ops.x_grouped, ops.x_letters, g_grouped, ops.out_layout.spec.replace("C", "GC"),
+                geom, spatial, ops.w_letters, ops.w_grouped.shape, x_channel="I",
+                g_channel="O", mode=mode, dtype=cdtype,
+            )
         grad_weight = acc.reshape(ops.weight.shape).astype(dtype, copy=False)
     if "bias" in want and ops.bias is not None:
         grad_bias = _bias_grad(g, ops.out_layout.channel_axis, cdtype, dtype)
     return ConvGrads(grad_input, grad_weight, grad_bias)
+
+
+def _depthwise_weight_grad(ops, g_grouped, geom: Geometry, cdtype) -> np.ndarray | None:
+    """The weight gradient of a 1-D/2-D depthwise conv (one input and one output channel per
+    group) with zero padding by `depthwise_weight_grad` (one fused einsum per chunk of the
+    forward's padded input: 8x96x56x56 3x3 channels-last 91 -> ~2 ms); None for other convs.
+    The result is in ``ops.w_letters`` order, shape ``ops.w_grouped.shape``."""
+    spatial = ops.spatial
+    dims = dict(zip(ops.w_letters, ops.w_grouped.shape, strict=True))
+    if len(spatial) > 2 or dims["O"] != 1 or dims["I"] != 1:
+        return None
+    g_letters = ops.out_layout.spec.replace("C", "GC")
+    # (N, *S, G) views of the input and the output gradient
+    x = ops.x_grouped.transpose([ops.x_letters.index(c) for c in "N" + spatial + "GC"])[..., 0]
+    g = g_grouped.transpose([g_letters.index(c) for c in "N" + spatial + "GC"])[..., 0]
+    sizes = (geom.kernel_sizes, geom.strides, geom.dilations, geom.pads)
+    if len(spatial) == 1:  # a unit row axis
+        x, g = x[:, None], g[:, None]
+        sizes = tuple(((1,) + v) for v in sizes[:3]) + (((0, 0),) + sizes[3],)
+    taps = depthwise_weight_grad(x, g, sizes, cdtype)  # (*K, G)
+    if len(spatial) == 1:
+        taps = taps[0]
+    res_letters = spatial + "GOI"
+    return taps[..., None, None].transpose([res_letters.index(c) for c in ops.w_letters])
 
 
 def _conv_input_grad(g, ops, geom: Geometry, mode: str, dtype) -> np.ndarray:
