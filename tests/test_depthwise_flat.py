@@ -183,9 +183,7 @@ def test_depthwise_backward_matches_loop_reference(case, channels_last, column_t
                                  dilation=dilation, groups=c, layout=layout,
                                  kernel_layout=kernel_layout)
     weights, inputs = fused_grads
-    assert weights == [True]
-    # the input gradient is a depthwise transposed conv: fused when its strides are 1
-    assert inputs == [all(s == 1 for s in stride)]
+    assert weights == [True] and inputs == [True]  # the input gradient: a transposed conv
     np.testing.assert_allclose(gw, want_w, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(act_from(gx, layout, canon), want_x, rtol=1e-12, atol=1e-12)
 
@@ -208,22 +206,55 @@ def test_depthwise_weight_grad_same_on_one_and_two_threads(fused_grads):
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
+# (input NCHW, kernel, stride, padding, output_padding, dilation)
+_TRANSPOSED = [
+    ((2, 3, 8, 9), (3, 3), (1, 1), (1, 1), (0, 0), (1, 1)),
+    ((2, 3, 8, 9), (3, 3), (1, 1), (3, 3), (0, 0), (1, 1)),  # crop beyond the spread
+    ((2, 3, 7, 6), (4, 4), (2, 2), (1, 1), (0, 0), (1, 1)),
+    ((1, 4, 5, 8), (3, 2), (2, 3), (1, 0), (1, 2), (1, 1)),  # k < s: an empty phase
+    ((2, 2, 6, 7), (3, 3), (3, 2), (2, 1), (2, 1), (2, 3)),  # dilated, strided
+    ((1, 3, 5, 5), (1, 1), (2, 2), (0, 0), (1, 1), (1, 1)),  # only phase 0 has a tap
+]
+
+
+@pytest.mark.parametrize("case", _TRANSPOSED, ids=lambda c: f"k{c[1]}-s{c[2]}-p{c[3]}-op{c[4]}")
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
-@pytest.mark.parametrize(("padding", "fused"), [(1, True), (3, False)], ids=["crop", "beyond"])
-def test_depthwise_conv_transpose_unit_stride(layout, padding, fused, fused_grads):
-    """A depthwise transposed conv with unit strides runs as the forward conv with the
-    flipped kernel, unless its crop exceeds the kernel's spread (then the scatter-add)."""
-    rng = np.random.default_rng(12)
-    x = rng.standard_normal((2, 3, 8, 9))
-    w = rng.standard_normal((3, 1, 3, 3))  # IOHW: C_in, C_out / groups
-    b = rng.standard_normal(3)
-    got = lo.conv_transpose(act_to(x, "NCHW", layout), w, b, padding=padding,
-                            output_padding=0, groups=3, layout=layout, kernel_layout="IOHW")
-    want = np.zeros((2, 3, 10 - 2 * padding, 11 - 2 * padding))
-    for i, j, a, bb in itertools.product(range(8), range(9), range(3), range(3)):
-        oi, oj = i + a - padding, j + bb - padding
-        if 0 <= oi < want.shape[2] and 0 <= oj < want.shape[3]:
+def test_depthwise_conv_transpose_by_phases(case, layout, fused_grads):
+    """Depthwise transposed convs run as one forward depthwise conv per output phase; against
+    a plain scatter loop (every input cell times every tap, added where it lands)."""
+    shape, ksize, stride, padding, output_padding, dilation = case
+    c = shape[1]
+    rng = np.random.default_rng(sum(shape) + sum(ksize) + sum(stride))
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((c, 1, *ksize))  # IOHW: C_in, C_out / groups
+    b = rng.standard_normal(c)
+    got = lo.conv_transpose(act_to(x, "NCHW", layout), w, b, stride=stride, padding=padding,
+                            output_padding=output_padding, dilation=dilation, groups=c,
+                            layout=layout, kernel_layout="IOHW")
+    sizes = [(n - 1) * s - 2 * p + d * (k - 1) + 1 + op for n, s, p, d, k, op
+             in zip(shape[2:], stride, padding, dilation, ksize, output_padding, strict=True)]
+    want = np.zeros((shape[0], c, *sizes))
+    for i, j, a, bb in itertools.product(range(shape[2]), range(shape[3]), range(ksize[0]),
+                                         range(ksize[1])):
+        oi = i * stride[0] + a * dilation[0] - padding[0]
+        oj = j * stride[1] + bb * dilation[1] - padding[1]
+        if 0 <= oi < sizes[0] and 0 <= oj < sizes[1]:
             want[:, :, oi, oj] += x[:, :, i, j] * w[:, 0, a, bb]
     want += b[:, None, None]
-    assert fused_grads[1] == [fused]
+    assert fused_grads[1] == [True]
     np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=1e-12, atol=1e-12)
+
+
+def test_depthwise_conv_transpose_1d_strided(fused_grads):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, 11, 3))  # NWC
+    w = rng.standard_normal((3, 1, 4))   # IOW
+    got = lo.conv_transpose(x, w, stride=3, padding=1, groups=3, layout="NWC",
+                            kernel_layout="IOW")
+    want = np.zeros((2, 10 * 3 - 2 + 4, 3))
+    for i, t in itertools.product(range(11), range(4)):
+        o = i * 3 + t - 1
+        if 0 <= o < want.shape[1]:
+            want[:, o] += x[:, i] * w[:, 0, t]
+    assert fused_grads[1] == [True]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
