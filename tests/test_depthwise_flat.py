@@ -258,3 +258,24 @@ def test_depthwise_conv_transpose_1d_strided(fused_grads):
             want[:, o] += x[:, i] * w[:, 0, t]
     assert fused_grads[1] == [True]
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", _CASES[::2], ids=lambda c: f"{c[0]}-k{c[1]}-s{c[4]}")
+@pytest.mark.parametrize("multiplier", [2, 3])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["last", "first"])
+def test_flat_depthwise_channel_multiplier(case, multiplier, channels_last, forced):
+    """``M`` output channels per input channel (``c * M + m``): M sums per chunk."""
+    shape, ksize, pads, dilation, stride = case
+    n_sp, c = len(ksize), shape[1]
+    rng = np.random.default_rng(multiplier + sum(shape))
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((c * multiplier, 1, *ksize))
+    b = rng.standard_normal(c * multiplier)
+    want = conv_ref(x, w, b, strides=stride, pads=pads, dilations=dilation, groups=c)
+    canon = "NCW" if n_sp == 1 else "NCHW"
+    layout = ("NWC" if n_sp == 1 else "NHWC") if channels_last else canon
+    got = lo.conv(act_to(x, canon, layout), w, b, padding=[tuple(p) for p in pads],
+                  dilation=dilation, stride=stride, groups=c, layout=layout,
+                  kernel_layout="OIW" if n_sp == 1 else "OIHW")
+    assert forced == [True]
+    np.testing.assert_allclose(act_from(got, layout, canon), want, rtol=1e-12, atol=1e-12)

@@ -1431,14 +1431,14 @@ def _depthwise(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geo
     """Depthwise 1-D/2-D with zero padding, either layout, by `depthwise_flat`: one fused
     sum of products per padded chunk (channels-first input and output go through it as
     views with the channel axis moved last; its chunk copies move the channels innermost and
-    cast to ``cdtype``). Returns False (nothing done) for other shapes (3-D, a channel
-    multiplier, other letter orders)."""
+    cast to ``cdtype``; a channel multiplier ``M`` makes ``M`` sums per chunk). Returns False
+    (nothing done) for other shapes (3-D, other letter orders)."""
     k = geometry.n_spatial
     spatial = "".join(c for c in x_letters if c not in "NGC")
     first = x_letters == "NGC" + spatial and out_letters == "NC" + spatial
     last = x_letters == "N" + spatial + "GC" and out_letters == "N" + spatial + "C"
     dims = dict(zip(w_letters, w_grouped.shape, strict=True))
-    if k > 2 or not (first or last) or dims["O"] != 1 or dims["I"] != 1:
+    if k > 2 or not (first or last) or dims["I"] != 1:
         return False
     if any(p < 0 for pair in geometry.pads for p in pair):
         return False
@@ -1447,8 +1447,8 @@ def _depthwise(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geo
     else:
         x = x_grouped[..., 0]  # (n, *S, G)
     w = _ordered(w_grouped, w_letters, spatial + "GOI", cdtype).reshape(
-        geometry.kernel_sizes + (dims["G"],)
-    )
+        geometry.kernel_sizes + (dims["G"], dims["O"])
+    )  # (*K, C, M): output channel c * M + m
     sizes = (geometry.kernel_sizes, geometry.strides, geometry.dilations, geometry.pads)
     if k == 1:  # a unit row axis
         x, w, out = x[:, None], w[None], out[:, None]

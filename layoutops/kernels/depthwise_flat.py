@@ -104,11 +104,12 @@ class _Chunks:
 def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
     """``out = depthwise conv(x, w) (+ bias)`` with zero padding.
 
-    ``x`` ``(n, H, W, C)`` and ``out`` ``(n, H_out, W_out, C)`` are any views (channels-last
-    arrays, or channels-first ones with their channel axis moved last), of any float dtype
-    (the arithmetic runs in ``cdtype``); ``w`` ``(kh, kw, C)`` in ``cdtype``; ``sizes`` is
-    ``((kh, kw), (sh, sw), (dh, dw), ((ph, ph_end), (pw, pw_end)))`` with non-negative
-    padding; ``bias`` is ``(C,)`` or None.
+    ``x`` ``(n, H, W, C)`` and ``out`` ``(n, H_out, W_out, C * M)`` are any views
+    (channels-last arrays, or channels-first ones with their channel axis moved last), of
+    any float dtype (the arithmetic runs in ``cdtype``); ``w`` ``(kh, kw, C)`` or ``(kh, kw,
+    C, M)`` (a channel multiplier: output channel ``c * M + m``) in ``cdtype``; ``sizes``
+    is ``((kh, kw), (sh, sw), (dh, dw), ((ph, ph_end), (pw, pw_end)))`` (negative padding
+    crops); ``bias`` is ``(C * M,)`` or None.
 
     Examples
     --------
@@ -120,44 +121,56 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
     >>> float(out[0, 1, 1, 0]) == float(x[0, :3, :3, 0].sum())
     True
     """
+    w = w if w.ndim == 4 else w[..., None]  # (kh, kw, C, M)
+    mult = w.shape[3]
     plan = _Chunks(x.shape, out.shape, sizes, cdtype)
     kh, kw = sizes[0]
     c, q = plan.c, plan.q
-    if plan.contiguous:  # (kh, kw, q * C): each tap's weights repeated along q columns
-        weights = np.ascontiguousarray(np.broadcast_to(w[:, :, None, :], (kh, kw, q, c)))
-        weights = weights.reshape(kh, kw, q * c)
+    if plan.contiguous:  # per m, (kh, kw, q * C): each tap's weights repeated along q columns
+        weights = [
+            np.ascontiguousarray(np.broadcast_to(w[:, :, None, :, m], (kh, kw, q, c))).reshape(
+                kh, kw, q * c)
+            for m in range(mult)
+        ]
     isz = plan.cdtype.itemsize
-    # output rows of Q * C contiguous values in ``cdtype``: einsum writes there
-    direct = out.dtype == cdtype and out.strides[2:] == (c * isz, isz)
+    # one output channel per input channel, rows of Q * C contiguous values in ``cdtype``:
+    # einsum writes there
+    direct = mult == 1 and out.dtype == cdtype and out.strides[2:] == (c * isz, isz)
+    if bias is not None:
+        bias = bias.reshape(c, mult)
 
-    def fused(taps, dst) -> None:
-        """``dst`` ``(r, q, C)`` = the sum over the taps (einsum: tap after tap into zero)."""
+    def fused(taps, dst, m) -> None:
+        """``dst`` ``(r, q, C)`` = the sum over the taps of the weights of multiplier ``m``
+        (einsum: tap after tap into zero)."""
         if plan.contiguous:
             r_, q_ = dst.shape[:2]
             # (r, q * C): a view, the last two axes being contiguous
-            np.einsum("rijk,ijk->rk", taps, weights[:, :, : q_ * c],
+            np.einsum("rijk,ijk->rk", taps, weights[m][:, :, : q_ * c],
                       out=dst.reshape(r_, q_ * c))
         else:  # runs of C values: einsum's loop over the channels
-            np.einsum("rijqc,ijc->rqc", taps, w, out=dst)
+            np.einsum("rijqc,ijc->rqc", taps, w[..., m], out=dst)
 
     def run(part):
         for ni, r0, q0, n_r, n_q in part:
             taps = plan.taps(x, ni, r0, q0, n_r, n_q)
             if direct:
                 dst = out[ni, r0 : r0 + n_r, q0 : q0 + n_q]
-                fused(taps, dst)
+                fused(taps, dst, 0)
                 if bias is not None:
-                    dst += bias
+                    dst += bias[:, 0]
                 continue
             res = scratch("depthwise flat rows", OUT_ROWS * n_q * c, cdtype)
             for b0 in range(0, n_r, OUT_ROWS):
                 nb = min(OUT_ROWS, n_r - b0)
                 block = res[: nb * n_q * c].reshape(nb, n_q, c)
-                fused(taps[b0 : b0 + nb], block)
-                dst = out[ni, r0 + b0 : r0 + b0 + nb, q0 : q0 + n_q]
-                dst[...] = block
-                if bias is not None:
-                    dst += bias
+                # output channel c * M + m: (rows, columns, C, M)
+                dsts = out[ni, r0 + b0 : r0 + b0 + nb, q0 : q0 + n_q].reshape(nb, n_q, c, mult)
+                for m in range(mult):
+                    fused(taps[b0 : b0 + nb], block, m)
+                    dst = dsts[..., m]
+                    dst[...] = block
+                    if bias is not None:
+                        dst += bias[:, m]
 
     parallel(run, plan.items)
 
