@@ -279,3 +279,36 @@ def test_flat_depthwise_channel_multiplier(case, multiplier, channels_last, forc
                   kernel_layout="OIW" if n_sp == 1 else "OIHW")
     assert forced == [True]
     np.testing.assert_allclose(act_from(got, layout, canon), want, rtol=1e-12, atol=1e-12)
+
+
+def test_depthwise_temporaries_stay_within_the_workspace_limit():
+    """Beyond its result, a depthwise conv (forward, weight gradient, transposed) holds about
+    one workspace limit of temporaries at most (here 1 MiB, on a 4 MiB input)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((4, 64, 64, 64)).astype(np.float32)  # NHWC
+    xf = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    w = rng.standard_normal((64, 1, 3, 3)).astype(np.float32)
+    calls = {
+        "forward CL": lambda: lo.conv2d(x, w, padding=1, groups=64, layout="NHWC",
+                                        kernel_layout="OIHW"),
+        "forward CF": lambda: lo.conv2d(xf, w, padding=1, groups=64),
+        "stride 2 CL": lambda: lo.conv2d(x, w, padding=1, stride=2, groups=64,
+                                         layout="NHWC", kernel_layout="OIHW"),
+        "weight grad": lambda: lo.conv_backward(x, x, w, padding=1, groups=64, layout="NHWC",
+                                                kernel_layout="OIHW", needs=("weight",)),
+        "transposed CF": lambda: lo.conv_transpose2d(xf, w, stride=2, padding=1, groups=64),
+    }
+    with lo.workspace_limit(2**20):
+        for name, call in calls.items():
+            tracemalloc.start()
+            try:
+                result = call()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            results = [r for r in (result if isinstance(result, tuple) else (result,))
+                       if r is not None]
+            extra = peak - sum(r.nbytes for r in results)
+            assert extra < 1.25 * 2**20, (name, extra)

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .plan import get_workspace_limit
 from .scratch import scratch
-from .threads import parallel
+from .threads import get_num_threads, parallel
 
 __all__ = [
     "CHUNK_ELEMS", "MAX_WEIGHT_ELEMS", "OUT_ROWS", "ROW_WEIGHT_ELEMS", "depthwise_flat",
@@ -70,11 +71,16 @@ class _Chunks:
         ho, wo = out_shape[1:3]
         self.sizes, self.c, self.cdtype = sizes, c, np.dtype(cdtype)
         self.spread, self.halo = (kw - 1) * dw, (kh - 1) * dh
-        cap = ROW_WEIGHT_ELEMS if ho == 1 else MAX_WEIGHT_ELEMS
+        # under the workspace limit: the repeated weights (shared) a quarter of it, each
+        # thread's chunk buffers (padded input, output rows or gradient) another quarter
+        # split over the threads (the defaults fit in 64 MiB)
+        budget = get_workspace_limit() // (4 * self.cdtype.itemsize)
+        cap = min(ROW_WEIGHT_ELEMS if ho == 1 else MAX_WEIGHT_ELEMS, budget)
+        chunk = min(CHUNK_ELEMS, budget // get_num_threads())
         q = max(1, min(wo, cap // (kh * kw * c)))
         self.q = q = -(-wo // -(-wo // q))  # equal column tiles
         width = (q - 1) * sw + self.spread + 1  # input columns of a tile
-        rows = max(1, min(ho, (CHUNK_ELEMS // (width * c) - self.halo - 1) // sh + 1))
+        rows = max(1, min(ho, (chunk // (width * c) - self.halo - 1) // sh + 1))
         self.rows = rows = -(-ho // -(-ho // rows))  # equal row chunks
         self.buffer = ((rows - 1) * sh + self.halo + 1) * width * c
         self.contiguous = sw == 1  # a tap's values on an output row are one contiguous run
