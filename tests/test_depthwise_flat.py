@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 from conv_reference import act_from, act_to, conv_ref
+from peak_memory import temporaries
 from recording import record_taken
 
 import layoutops as lo
@@ -284,8 +285,6 @@ def test_flat_depthwise_channel_multiplier(case, multiplier, channels_last, forc
 def test_depthwise_temporaries_stay_within_the_workspace_limit():
     """Beyond its result, a depthwise conv (forward, weight gradient, transposed) holds about
     one workspace limit of temporaries at most (here 1 MiB, on a 4 MiB input)."""
-    import tracemalloc
-
     rng = np.random.default_rng(14)
     x = rng.standard_normal((4, 64, 64, 64)).astype(np.float32)  # NHWC
     xf = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
@@ -302,13 +301,5 @@ def test_depthwise_temporaries_stay_within_the_workspace_limit():
     }
     with lo.workspace_limit(2**20):
         for name, call in calls.items():
-            tracemalloc.start()
-            try:
-                result = call()
-                peak = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
-            results = [r for r in (result if isinstance(result, tuple) else (result,))
-                       if r is not None]
-            extra = peak - sum(r.nbytes for r in results)
+            extra = temporaries(call)
             assert extra < 1.25 * 2**20, (name, extra)

@@ -9,6 +9,7 @@ import pool_reference as ref
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from peak_memory import temporaries
 
 import layoutops as lo
 import layoutops.kernels.pool as kpool
@@ -569,8 +570,6 @@ def test_random_2d_configs_match_reference(h, w, k, s, d, pads, ceil_mode, layou
 def test_temporaries_stay_within_the_workspace_limit():
     """No window tensor, no padded copy of the input: beyond its result, an op holds at most
     about one tile of temporaries (here 1 MiB) on a 4 MiB input."""
-    import tracemalloc
-
     x = np.random.default_rng(0).standard_normal((4, 16, 128, 128)).astype(np.float32)
     xh = x.astype(np.float16)
     calls = {
@@ -586,14 +585,7 @@ def test_temporaries_stay_within_the_workspace_limit():
     }
     with lo.workspace_limit(2**20):
         for name, call in calls.items():
-            tracemalloc.start()
-            try:
-                result = call()
-                peak = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
-            results = result if isinstance(result, tuple) else (result,)
-            extra = peak - sum(r.nbytes for r in results)
+            extra = temporaries(call)
             assert extra < 1.25 * 2**20, (name, extra)
 
 

@@ -85,7 +85,7 @@ import math
 import numpy as np
 
 from . import blas, taps_1d, taps_flat
-from .depthwise_flat import depthwise_flat
+from .depthwise_flat import depthwise_flat, row_sizes, rows_view
 from .gemm import blasable, gemm_sum, reshape_view
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
@@ -1428,32 +1428,25 @@ def _direct_rows(block, wk, geometry, tgt, cdtype):
 
 def _depthwise(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geometry, bias,
                cdtype) -> bool:
-    """Depthwise 1-D/2-D with zero padding, either layout, by `depthwise_flat`: one fused
-    sum of products per padded chunk (channels-first input and output go through it as
-    views with the channel axis moved last; its chunk copies move the channels innermost and
-    cast to ``cdtype``; a channel multiplier ``M`` makes ``M`` sums per chunk). Returns False
-    (nothing done) for other shapes (3-D, other letter orders)."""
-    k = geometry.n_spatial
+    """Depthwise 1-D/2-D with zero padding, any layouts, by `depthwise_flat`: one fused sum
+    of products per padded chunk (channels-first input and output go through it as views
+    with the channel axis moved last; its chunk copies move the channels innermost and cast
+    to ``cdtype``; a channel multiplier ``M`` makes ``M`` sums per chunk). Returns False
+    (nothing done) for 3-D."""
     spatial = "".join(c for c in x_letters if c not in "NGC")
-    first = x_letters == "NGC" + spatial and out_letters == "NC" + spatial
-    last = x_letters == "N" + spatial + "GC" and out_letters == "N" + spatial + "C"
     dims = dict(zip(w_letters, w_grouped.shape, strict=True))
-    if k > 2 or not (first or last) or dims["I"] != 1:
+    if len(spatial) > 2 or dims["I"] != 1:
         return False
-    if any(p < 0 for pair in geometry.pads for p in pair):
-        return False
-    if first:  # (n, *S, G) and (n, *S_out, G) views of the channels-first arrays
-        x, out = np.moveaxis(x_grouped[:, :, 0], 1, -1), np.moveaxis(out, 1, -1)
-    else:
-        x = x_grouped[..., 0]  # (n, *S, G)
+    x = rows_view(x_grouped, x_letters, spatial, "GC")[..., 0]  # (n, H, W, G)
     w = _ordered(w_grouped, w_letters, spatial + "GOI", cdtype).reshape(
         geometry.kernel_sizes + (dims["G"], dims["O"])
     )  # (*K, C, M): output channel c * M + m
-    sizes = (geometry.kernel_sizes, geometry.strides, geometry.dilations, geometry.pads)
-    if k == 1:  # a unit row axis
-        x, w, out = x[:, None], w[None], out[:, None]
-        sizes = tuple(((1,) + v) for v in sizes[:3]) + (((0, 0),) + sizes[3],)
-    depthwise_flat(x, w, out, sizes, None if bias is None else bias.astype(cdtype), cdtype)
+    if len(spatial) == 1:
+        w = w[None]
+    sizes = row_sizes(geometry.kernel_sizes, geometry.strides, geometry.dilations,
+                      geometry.pads)
+    depthwise_flat(x, w, rows_view(out, out_letters, spatial, "C"), sizes,
+                   None if bias is None else bias.astype(cdtype), cdtype)
     return True
 
 

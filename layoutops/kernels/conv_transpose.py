@@ -39,7 +39,7 @@ import numpy as np
 import opt_einsum
 
 from . import blas
-from .depthwise_flat import depthwise_flat
+from .depthwise_flat import depthwise_flat, rows_view
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
 from .scratch import scratch
@@ -271,9 +271,9 @@ def _depthwise_as_conv(x_grouped, x_letters, w_grouped, w_letters, out_grouped, 
     if c_per != 1 or o_per != 1 or n_sp > 2:
         return False
     cdtype = out_grouped.dtype
-    # (N, *S, G) views of the input and the output, whatever their layouts; (*K, G) kernel
-    x = x_grouped.transpose([x_letters.index(c) for c in "N" + spatial + "GC"])[..., 0]
-    out = out_grouped.transpose([out_letters.index(c) for c in "N" + spatial + "GO"])[..., 0]
+    # (N, H, W, G) views of the input and the output, whatever their layouts; (*K, G) kernel
+    x = rows_view(x_grouped, x_letters, spatial, "GC")[..., 0]
+    out = rows_view(out_grouped, out_letters, spatial, "GO")[..., 0]
     w = w_grouped.transpose([w_letters.index(c) for c in spatial + "GIO"])[..., 0, 0]
     per_axis = []  # per axis, per phase r: (taps in conv order, dilation, padding before)
     for k, d, s, (crop, _) in zip(geometry.kernel_sizes, geometry.dilations,
@@ -285,8 +285,8 @@ def _depthwise_as_conv(x_grouped, x_letters, w_grouped, w_letters, out_grouped, 
             before = (taps[0] * d - crop - r) // s if taps else 0
             phases.append((r, taps, step, before))
         per_axis.append(phases)
-    if n_sp == 1:  # a unit row axis
-        x, w, out = x[:, None], w[None], out[:, None]
+    if n_sp == 1:  # the unit row axis of `rows_view`
+        w = w[None]
         per_axis.insert(0, [(0, [0], 1, 0)])
     for (rh, taps_h, dil_h, pad_h), (rw, taps_w, dil_w, pad_w) in itertools.product(
             *per_axis):

@@ -42,7 +42,7 @@ from .threads import get_num_threads, parallel
 
 __all__ = [
     "CHUNK_ELEMS", "MAX_WEIGHT_ELEMS", "OUT_ROWS", "ROW_WEIGHT_ELEMS", "depthwise_flat",
-    "depthwise_weight_grad",
+    "depthwise_weight_grad", "row_sizes", "rows_view",
 ]
 
 #: values of one chunk's padded input (a 112x112x96 sample is 1.2 M values; A/Bs of the
@@ -59,6 +59,35 @@ ROW_WEIGHT_ELEMS = 1 << 20
 #: output rows computed at a time when the output is not channels-last (they are copied out
 #: with the channels moved while in cache; 8, 16, 32 or 112 rows measured equal, 2 slower)
 OUT_ROWS = 16
+
+
+def rows_view(arr: np.ndarray, letters: str, spatial: str, tail: str) -> np.ndarray:
+    """``arr`` (axes ``letters``) as the view ``(N, H, W, *tail)`` this module's functions
+    take, whatever its layout: a unit row axis ``H`` for one spatial axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rows_view(np.zeros((2, 3, 5)), "NCW", "W", "C").shape
+    (2, 1, 5, 3)
+    """
+    view = arr.transpose([letters.index(c) for c in "N" + spatial + tail])
+    return view[:, None] if len(spatial) == 1 else view
+
+
+def row_sizes(kernel_sizes, strides, dilations, pads) -> tuple:
+    """The ``sizes`` argument of this module's functions from per-axis values (a unit row
+    axis first for one spatial axis, as in `rows_view`).
+
+    Examples
+    --------
+    >>> row_sizes((3,), (1,), (2,), ((2, 2),))
+    ((1, 3), (1, 1), (1, 2), ((0, 0), (2, 2)))
+    """
+    sizes = (tuple(kernel_sizes), tuple(strides), tuple(dilations), tuple(pads))
+    if len(sizes[0]) == 1:
+        sizes = tuple((1,) + v for v in sizes[:3]) + (((0, 0),) + sizes[3],)
+    return sizes
 
 
 class _Chunks:

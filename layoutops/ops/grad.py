@@ -22,7 +22,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..kernels.depthwise_flat import depthwise_weight_grad
+from ..kernels.depthwise_flat import depthwise_weight_grad, row_sizes, rows_view
 from ..kernels.geometry import Geometry
 from ..kernels.grad import bin_scatter, fold_padding, index_scatter, weight_grad, window_scatter
 from ..kernels.pool import avg_divisor
@@ -222,14 +222,10 @@ def _depthwise_weight_grad(ops, g_grouped, geom: Geometry, cdtype) -> np.ndarray
     if len(spatial) > 2 or dims["O"] != 1 or dims["I"] != 1:
         return None
     g_letters = ops.out_layout.spec.replace("C", "GC")
-    # (N, *S, G) views of the input and the output gradient
-    x = ops.x_grouped.transpose([ops.x_letters.index(c) for c in "N" + spatial + "GC"])[..., 0]
-    g = g_grouped.transpose([g_letters.index(c) for c in "N" + spatial + "GC"])[..., 0]
-    sizes = (geom.kernel_sizes, geom.strides, geom.dilations, geom.pads)
-    if len(spatial) == 1:  # a unit row axis
-        x, g = x[:, None], g[:, None]
-        sizes = tuple(((1,) + v) for v in sizes[:3]) + (((0, 0),) + sizes[3],)
-    taps = depthwise_weight_grad(x, g, sizes, cdtype)  # (*K, G)
+    x = rows_view(ops.x_grouped, ops.x_letters, spatial, "GC")[..., 0]  # (N, H, W, G)
+    g = rows_view(g_grouped, g_letters, spatial, "GC")[..., 0]
+    sizes = row_sizes(geom.kernel_sizes, geom.strides, geom.dilations, geom.pads)
+    taps = depthwise_weight_grad(x, g, sizes, cdtype)  # (kh, kw, G)
     if len(spatial) == 1:
         taps = taps[0]
     res_letters = spatial + "GOI"
