@@ -303,3 +303,17 @@ def test_depthwise_temporaries_stay_within_the_workspace_limit():
         for name, call in calls.items():
             extra = temporaries(call)
             assert extra < 1.25 * 2**20, (name, extra)
+
+
+@pytest.mark.parametrize(("layout", "out_layout"), [("NCHW", "NHWC"), ("NHWC", "NCHW")])
+def test_flat_depthwise_output_in_another_layout(layout, out_layout, forced):
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((2, 6, 9, 10))
+    w = rng.standard_normal((12, 1, 3, 3))  # a channel multiplier of 2
+    want = conv_ref(x, w, None, strides=(1, 2), pads=((1, 1), (0, 2)), dilations=(1, 1),
+                    groups=6)
+    got = lo.conv2d(act_to(x, "NCHW", layout), w, padding=((1, 1), (0, 2)), stride=(1, 2),
+                    groups=6, layout=layout, kernel_layout="OIHW", out_layout=out_layout)
+    assert forced == [True]
+    np.testing.assert_allclose(act_from(got, out_layout, "NCHW"), want, rtol=1e-12,
+                               atol=1e-12)
