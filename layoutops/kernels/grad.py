@@ -24,13 +24,18 @@ import itertools
 import numpy as np
 
 from .geometry import Geometry
-from .plan import split_tiles
+from .plan import get_workspace_limit, split_tiles
 from .pool import adaptive_bins
+from .scratch import scratch
 from .window import padded_block, source_indices, window_view
 
 __all__ = ["weight_grad", "window_scatter", "fold_padding", "index_scatter", "bin_scatter"]
 
 _ROLE = "NCGOIM"
+
+#: bytes of one `weight_grad` tile (its padded block, columns and gradient) at most: the
+#: columns then stay in this thread's kept scratch
+TILE_BYTES = 16 << 20
 
 
 def weight_grad(
@@ -118,7 +123,8 @@ def weight_grad(
     acc = np.zeros(w_shape, dtype=dtype)
     batch = x.shape[n_axis_x]
     if batch:
-        for tile in split_tiles((batch, *geom.out_sizes), cost):
+        limit = min(get_workspace_limit(), TILE_BYTES)
+        for tile in split_tiles((batch, *geom.out_sizes), cost, limit):
             nsl, out_sl = tile[0], tile[1:]
             xi = [slice(None)] * x.ndim
             xi[n_axis_x] = nsl
@@ -138,10 +144,13 @@ def weight_grad(
                 x_letters.index("C")], gt.shape[g_letters.index("C")]
             rows = int(np.prod(view.shape[x.ndim:])) * a_per    # C * taps
             cols = view.size // (groups * rows)                  # N * positions
-            # the per-tile im2col copy, then one BLAS GEMM per group (a batched matmul)
-            xm = view.transpose(x_perm).reshape(
-                (groups, rows, cols) if channels_first else (groups, cols, rows)
-            )
+            # the per-tile im2col copy into this thread's kept scratch (a fresh buffer of
+            # this size is faulted in page by page on every call), then one BLAS GEMM per
+            # group (a batched matmul)
+            src = view.transpose(x_perm)
+            xm = scratch("weight grad columns", src.size, dtype).reshape(src.shape)
+            xm[...] = src
+            xm = xm.reshape((groups, rows, cols) if channels_first else (groups, cols, rows))
             gm = gt.transpose(g_perm).reshape(
                 (groups, b_per, cols) if channels_first else (groups, cols, b_per)
             )
