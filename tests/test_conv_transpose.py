@@ -475,6 +475,11 @@ ROW_CASES = [
     ((3, 5), (2, 4), (3, 2), (1, 1), ((0, -2), (0, -1)), (0, 0)),  # end < 0: appended
     ((6,), (4,), (2,), (1,), ((2, 1),), (1,)),
     ((3, 3, 4), (2, 3, 2), (2, 1, 2), (1, 1, 1), ((0, 1), (1, 1), (1, 0)), (1, 0, 1)),
+    # innermost kernel size not a multiple of the stride: zero taps pad it to one
+    ((5, 6), (3, 3), (2, 2), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    ((4, 5), (3, 7), (1, 2), (1, 1), ((1, 0), (3, 2)), (0, 1)),
+    ((3, 4), (2, 5), (2, 3), (1, 1), ((0, 0), (0, -1)), (0, 0)),  # end < 0: appended
+    ((7,), (5,), (3,), (1,), ((1, 2),), (2,)),
 ]
 
 
@@ -512,6 +517,24 @@ def test_channels_last_row_blocks(case, tile_bytes, monkeypatch):
                               layout=layout, kernel_layout=k_layout, **kw)
         assert y.dtype == dtype
         np.testing.assert_allclose(y, relayout(expected, cf(n), layout), rtol=tol, atol=tol)
+
+
+def test_channels_last_kernel_padded_to_whole_blocks(monkeypatch):
+    """A channels-last kernel whose innermost size the stride does not divide takes the row
+    blocks after zero taps pad it (k3 s2 -> k4)."""
+    from recording import record_taken
+
+    from layoutops.kernels import conv_transpose as kct
+
+    taken = record_taken(monkeypatch, kct, "_scatter_rows", taken=lambda result: True)
+    x = np.random.default_rng(3).standard_normal((2, 5, 6, 4))
+    w = np.random.default_rng(4).standard_normal((3, 3, 2, 4))  # HWOI
+    y = lo.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1, layout="NHWC",
+                            kernel_layout="HWOI")
+    assert taken == [True]
+    expected = ref_conv_transpose(relayout(x, "NHWC", "NCHW"), relayout(w, "HWOI", "IOHW"),
+                                  None, (2, 2), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    np.testing.assert_allclose(y, relayout(expected, "NCHW", "NHWC"), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -174,6 +174,9 @@ def conv_transpose_scatter(
     if not zeroed and _depthwise_as_conv(x_grouped, x_letters, w_grouped, w_letters,
                                          out_grouped, out_letters, spatial, geometry):
         return out_grouped
+    if _PAD_TO_ROWS and not _rows_applicable(x_grouped, x_letters, out_grouped, out_letters,
+                                             spatial, geometry):
+        w_grouped, geometry = _padded_to_blocks(w_grouped, w_letters, spatial, geometry)
     if _rows_applicable(x_grouped, x_letters, out_grouped, out_letters, spatial, geometry):
         return _scatter_rows(x_grouped, x_letters, w_grouped, w_letters, out_grouped,
                              out_letters, spatial, geometry, limit, clear)
@@ -308,13 +311,37 @@ def _row_group(geometry: Geometry) -> int:
     ``s`` when ``s`` consecutive taps (dilation 1) fill each input position's ``s`` output
     cells, so that a block lands as one contiguous run; 1 when stride is 1 (each tap's run is
     already contiguous); 0 when neither holds (dilated and strided, or ``s`` not dividing
-    ``k``: the zero taps a partial block would need are not worth it)."""
+    ``k``: `_padded_to_blocks` first adds the zero taps that make it divide, when undilated)."""
     k, s, d = geometry.kernel_sizes[-1], geometry.strides[-1], geometry.dilations[-1]
     if s == 1:
         return 1
     if d == 1 and k % s == 0:
         return s
     return 0
+
+
+#: channels-last kernels whose innermost size the stride does not divide get zero taps up to
+#: the next multiple, so that `_scatter_rows` takes them
+_PAD_TO_ROWS = True
+
+
+def _padded_to_blocks(w_grouped, w_letters, spatial, geometry: Geometry):
+    """``(w_grouped, geometry)`` with the innermost spatial axis of the kernel padded with
+    zero taps at its end up to a multiple of its stride (undilated, strided axes only; else
+    unchanged). The extra taps land past the old last tap, on cells the larger crop at the
+    end removes, and add zeros elsewhere: the result is the same transposed convolution, and
+    `_row_group` now groups the taps into whole output rows."""
+    k, s, d = geometry.kernel_sizes[-1], geometry.strides[-1], geometry.dilations[-1]
+    if s == 1 or d != 1 or k % s == 0:
+        return w_grouped, geometry
+    extra = -k % s
+    axis = w_letters.index(spatial[-1])
+    widths = [(0, 0)] * w_grouped.ndim
+    widths[axis] = (0, extra)
+    pads = geometry.pads[:-1] + ((geometry.pads[-1][0], geometry.pads[-1][1] + extra),)
+    return np.pad(w_grouped, widths), Geometry(
+        geometry.in_sizes, geometry.kernel_sizes[:-1] + (k + extra,), geometry.strides,
+        geometry.dilations, pads, geometry.out_sizes)
 
 
 def _rows_applicable(x_grouped, x_letters, out_grouped, out_letters, spatial, geometry):
