@@ -610,3 +610,31 @@ def test_conv_transpose_backward_out_layout_and_grouped_kernel():
     np.testing.assert_allclose(np.vdot(grads.grad_input, x), value, rtol=1e-10)
     np.testing.assert_allclose(np.vdot(grads.grad_weight, w), value, rtol=1e-10)
     np.testing.assert_allclose(grads.grad_bias, _cf(g).sum(axis=(0, 2, 3)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_weight_gradient_same_on_one_and_two_threads(layout):
+    """The weight gradient's tiles run as pipelines on the threads, their sums added in tile
+    order: the result does not depend on the thread count (several tiles here)."""
+    from layoutops.kernels import grad as kgrad
+    from layoutops.kernels.threads import set_num_threads
+
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((4, 8, 20, 18)).astype(np.float32)
+    w = rng.standard_normal((6, 8, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((4, 6, 20, 18)).astype(np.float32)
+    if layout == "NHWC":
+        x, g = x.transpose(0, 2, 3, 1), g.transpose(0, 2, 3, 1)
+    previous = set_num_threads(None)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(kgrad, "TILE_BYTES", 1 << 14)  # tiles of a few positions
+            runs = []
+            for n in (1, 2):
+                set_num_threads(n)
+                runs.append(lo.conv_backward(g, x, w, padding=1, layout=layout,
+                                             kernel_layout="OIHW",
+                                             needs=("weight",)).grad_weight)
+    finally:
+        set_num_threads(previous)
+    np.testing.assert_array_equal(runs[0], runs[1])

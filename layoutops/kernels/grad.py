@@ -23,10 +23,12 @@ import itertools
 
 import numpy as np
 
+from . import blas
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
 from .pool import adaptive_bins
 from .scratch import scratch
+from .threads import get_num_threads
 from .window import padded_block, source_indices, window_view
 
 __all__ = ["weight_grad", "window_scatter", "fold_padding", "index_scatter", "bin_scatter"]
@@ -125,46 +127,64 @@ def weight_grad(
 
     acc = np.zeros(w_shape, dtype=dtype)
     batch = x.shape[n_axis_x]
-    if batch:
-        limit = min(get_workspace_limit(), TILE_BYTES)
-        for tile in split_tiles((batch, *geom.out_sizes), cost, limit):
-            nsl, out_sl = tile[0], tile[1:]
-            xi = [slice(None)] * x.ndim
-            xi[n_axis_x] = nsl
-            spans = tuple(
-                geom.input_span(i, sl.start, sl.stop) for i, sl in enumerate(out_sl)
-            )
-            block = padded_block(x[tuple(xi)], x_axes, spans, mode=mode, dtype=dtype)
-            view = window_view(block, x_axes, geom.kernel_sizes, geom.strides, geom.dilations)
-            gi = [slice(None)] * g.ndim
-            gi[n_axis_g] = nsl
-            for ax, sl in zip(g_axes, out_sl, strict=True):
-                gi[ax] = sl
-            gt = g[tuple(gi)]
-            if gt.dtype != dtype:
-                gt = gt.astype(dtype)
-            groups, a_per, b_per = gt.shape[g_letters.index("G")], view.shape[
-                x_letters.index("C")], gt.shape[g_letters.index("C")]
-            rows = int(np.prod(view.shape[x.ndim:])) * a_per    # C * taps
-            cols = view.size // (groups * rows)                  # N * positions
-            # the per-tile im2col copy into this thread's kept scratch (a fresh buffer of
-            # this size is faulted in page by page on every call), then one BLAS GEMM per
-            # group (a batched matmul)
-            src = view.transpose(x_perm)
-            xm = scratch("weight grad columns", src.size, dtype).reshape(src.shape)
-            xm[...] = src
-            xm = xm.reshape((groups, rows, cols) if channels_first else (groups, cols, rows))
-            gm = gt.transpose(g_perm).reshape(
-                (groups, b_per, cols) if channels_first else (groups, cols, b_per)
-            )
-            if channels_first:
-                res = np.matmul(xm, gm.transpose(0, 2, 1))
-            else:
-                res = np.matmul(xm.transpose(0, 2, 1), gm)
-            res = res.reshape((groups, a_per, *geom.kernel_sizes[:n_sp], b_per)
-                              if channels_first else
-                              (groups, *geom.kernel_sizes[:n_sp], a_per, b_per))
-            acc += res.transpose(w_perm)
+    if not batch:
+        return acc
+    # tiles sized by the limit alone (not the thread count: the sums' order stays the same),
+    # as many in flight as the limit holds
+    limit = min(get_workspace_limit(), TILE_BYTES)
+    tiles = list(split_tiles((batch, *geom.out_sizes), cost, limit))
+    largest = max(cost(tuple(sl.stop - sl.start for sl in tile)) for tile in tiles)
+    threads = max(1, min(get_num_threads(), get_workspace_limit() // max(largest, 1)))
+
+    def tile_sum(tile):
+        nsl, out_sl = tile[0], tile[1:]
+        xi = [slice(None)] * x.ndim
+        xi[n_axis_x] = nsl
+        spans = tuple(geom.input_span(i, sl.start, sl.stop) for i, sl in enumerate(out_sl))
+        block = padded_block(x[tuple(xi)], x_axes, spans, mode=mode, dtype=dtype)
+        view = window_view(block, x_axes, geom.kernel_sizes, geom.strides, geom.dilations)
+        gi = [slice(None)] * g.ndim
+        gi[n_axis_g] = nsl
+        for ax, sl in zip(g_axes, out_sl, strict=True):
+            gi[ax] = sl
+        gt = g[tuple(gi)]
+        if gt.dtype != dtype:
+            gt = gt.astype(dtype)
+        groups, a_per, b_per = gt.shape[g_letters.index("G")], view.shape[
+            x_letters.index("C")], gt.shape[g_letters.index("C")]
+        rows = int(np.prod(view.shape[x.ndim:])) * a_per    # C * taps
+        cols = view.size // (groups * rows)                  # N * positions
+        # the per-tile im2col copy into this thread's kept scratch (a fresh buffer of this
+        # size is faulted in page by page on every call), then one BLAS GEMM per group (a
+        # batched matmul)
+        src = view.transpose(x_perm)
+        xm = scratch("weight grad columns", src.size, dtype).reshape(src.shape)
+        xm[...] = src
+        xm = xm.reshape((groups, rows, cols) if channels_first else (groups, cols, rows))
+        gm = gt.transpose(g_perm).reshape(
+            (groups, b_per, cols) if channels_first else (groups, cols, b_per)
+        )
+        if channels_first:
+            res = np.matmul(xm, gm.transpose(0, 2, 1))
+        else:
+            res = np.matmul(xm.transpose(0, 2, 1), gm)
+        return res.reshape((groups, a_per, *geom.kernel_sizes[:n_sp], b_per)
+                           if channels_first else
+                           (groups, *geom.kernel_sizes[:n_sp], a_per, b_per))
+
+    # the tiles run as pipelines on single-threaded BLAS (a BLAS-threaded GEMM leaves its
+    # workers spinning for ~0.1 s, and the pipelined convs of the same backward pass ran
+    # against them); their sums are added in tile order, so the result does not depend on
+    # the thread count
+    sums = [None] * len(tiles)
+
+    def part(items):
+        for index, tile in items:
+            sums[index] = tile_sum(tile)
+
+    blas.pipelines(part, list(enumerate(tiles)), threads)
+    for res in sums:
+        acc += res.transpose(w_perm)
     return acc
 
 
