@@ -585,3 +585,42 @@ def test_uninitialized_output_is_zeroed_on_every_path(case, layout, monkeypatch)
     finally:
         set_num_threads(old)
     np.testing.assert_allclose(y, relayout(expected, "NCHW", layout), rtol=1e-12, atol=1e-12)
+
+
+# unit strides: (in_sizes, kernel, dilation, padding, reference crops, groups)
+UNIT_STRIDE = [
+    ((5, 6), (3, 3), (1, 1), 1, ((1, 1), (1, 1)), 1),
+    ((4, 7), (2, 3), (2, 1), [(1, 0), (2, 1)], ((1, 0), (2, 1)), 1),
+    ((6, 5), (3, 2), (1, 2), 0, ((0, 0), (0, 0)), 2),
+    ((3, 4), (4, 4), (1, 1), "same", "same", 2),
+    ((5,), (5,), (2,), 3, ((3, 3),), 1),
+    ((5, 5), (3, 3), (1, 1), 3, ((3, 3), (3, 3)), 1),  # crop beyond the spread: the scatter
+]
+
+
+@pytest.mark.parametrize("case", UNIT_STRIDE, ids=[str(i) for i in range(len(UNIT_STRIDE))])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["first", "last"])
+def test_unit_stride_as_the_forward_conv(case, channels_last, monkeypatch):
+    """A unit-stride transposed conv runs as the forward conv with the flipped kernel (here
+    for any channel count), unless a crop exceeds the kernel's spread."""
+    from recording import record_taken
+
+    from layoutops.ops import conv_transpose as oct
+
+    monkeypatch.setattr(oct, "FORWARD_MIN_CHANNELS", 1)
+    taken = record_taken(monkeypatch, oct, "_as_forward_conv")
+    in_sizes, ks, d, padding, ref_pad, g = case
+    n = len(in_sizes)
+    rng = np.random.default_rng(sum(in_sizes) + sum(ks))
+    x = rng.standard_normal((2, 4, *in_sizes))
+    w = rng.standard_normal((4, 3, *ks))
+    b = rng.standard_normal(3 * g)
+    crops = ref_crops(in_sizes, ks, (1,) * n, d, ref_pad, (0,) * n, None)
+    expected = ref_conv_transpose(x, w, b, (1,) * n, d, crops, (0,) * n, g)
+    layout, k_layout = (cl(n), sp(n) + "OI") if channels_last else (cf(n), "IO" + sp(n))
+    y = lo.conv_transpose(relayout(x, cf(n), layout), relayout(w, "IO" + sp(n), k_layout), b,
+                          dilation=d, padding=padding, groups=g, layout=layout,
+                          kernel_layout=k_layout)
+    beyond = any(c > dd * (k - 1) for (c, _), dd, k in zip(crops, d, ks, strict=True))
+    assert taken == [not beyond]
+    np.testing.assert_allclose(y, relayout(expected, cf(n), layout), rtol=1e-12, atol=1e-12)

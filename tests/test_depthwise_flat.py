@@ -156,7 +156,8 @@ def fused_grads(monkeypatch):
     monkeypatch.setattr(depthwise_flat, "OUT_ROWS", 2)
     weights = record_taken(monkeypatch, ograd, "depthwise_weight_grad", taken=lambda r: True)
     inputs = record_taken(monkeypatch, kct, "_depthwise_as_conv", taken=bool)
-    return weights, inputs
+    forward = record_taken(monkeypatch, kconv, "depthwise_flat", taken=lambda r: True)
+    return weights, inputs, forward
 
 
 @pytest.mark.parametrize("case", _CASES, ids=lambda c: f"{c[0]}-k{c[1]}-d{c[3]}-s{c[4]}")
@@ -183,8 +184,12 @@ def test_depthwise_backward_matches_loop_reference(case, channels_last, column_t
                                  stride=stride, padding=[tuple(p) for p in pads],
                                  dilation=dilation, groups=c, layout=layout,
                                  kernel_layout=kernel_layout)
-    weights, inputs = fused_grads
-    assert weights == [True] and inputs == [True]  # the input gradient: a transposed conv
+    weights, inputs, forward = fused_grads
+    # the input gradient, a depthwise transposed conv: with unit strides the forward conv
+    # it equals, else one per output phase
+    unit = all(s == 1 for s in stride)
+    assert weights == [True] and inputs == ([] if unit else [True])
+    assert forward == ([True] if unit else [])
     np.testing.assert_allclose(gw, want_w, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(act_from(gx, layout, canon), want_x, rtol=1e-12, atol=1e-12)
 
@@ -242,7 +247,10 @@ def test_depthwise_conv_transpose_by_phases(case, layout, fused_grads):
         if 0 <= oi < sizes[0] and 0 <= oj < sizes[1]:
             want[:, :, oi, oj] += x[:, :, i, j] * w[:, 0, a, bb]
     want += b[:, None, None]
-    assert fused_grads[1] == [True]
+    unit = stride == (1, 1) and padding[0] <= ksize[0] - 1 and padding[1] <= ksize[1] - 1
+    # unit strides: the forward depthwise conv (unless the crop exceeds the spread)
+    assert fused_grads[1] == ([] if unit else [True])
+    assert fused_grads[2] == ([True] if unit else [])
     np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=1e-12, atol=1e-12)
 
 
