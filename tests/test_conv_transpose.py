@@ -624,3 +624,24 @@ def test_unit_stride_as_the_forward_conv(case, channels_last, monkeypatch):
     beyond = any(c > dd * (k - 1) for (c, _), dd, k in zip(crops, d, ks, strict=True))
     assert taken == [not beyond]
     np.testing.assert_allclose(y, relayout(expected, cf(n), layout), rtol=1e-12, atol=1e-12)
+
+
+def test_channels_first_kernel_keeps_its_size(monkeypatch):
+    """Zero taps are added only where they make the channels-last row blocks apply: the
+    channels-first phase planes get the kernel as it is (extra taps would be extra GEMM rows)."""
+    from layoutops.kernels import conv_transpose as kct
+
+    seen = []
+    original = kct._phase_planes
+
+    def spy(*args, **kwargs):
+        seen.append(args[7].kernel_sizes)  # the geometry
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(kct, "_phase_planes", spy)
+    x = np.random.default_rng(5).standard_normal((2, 4, 5, 6))
+    w = np.random.default_rng(6).standard_normal((4, 2, 3, 3))
+    y = lo.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1)
+    assert seen == [(3, 3)]
+    expected = ref_conv_transpose(x, w, None, (2, 2), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)

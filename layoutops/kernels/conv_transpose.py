@@ -176,7 +176,10 @@ def conv_transpose_scatter(
         return out_grouped
     if _PAD_TO_ROWS and not _rows_applicable(x_grouped, x_letters, out_grouped, out_letters,
                                              spatial, geometry):
-        w_grouped, geometry = _padded_to_blocks(w_grouped, w_letters, spatial, geometry)
+        w_padded, padded = _padded_to_blocks(w_grouped, w_letters, spatial, geometry)
+        # only where it makes the row blocks apply (zero taps would slow the other paths)
+        if _rows_applicable(x_grouped, x_letters, out_grouped, out_letters, spatial, padded):
+            w_grouped, geometry = w_padded, padded
     if _rows_applicable(x_grouped, x_letters, out_grouped, out_letters, spatial, geometry):
         return _scatter_rows(x_grouped, x_letters, w_grouped, w_letters, out_grouped,
                              out_letters, spatial, geometry, limit, clear)
