@@ -8,6 +8,8 @@ import itertools
 import numpy as np
 import pytest
 from conv_reference import act_from, act_to, conv_ref
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from peak_memory import temporaries
 from recording import record_taken
 
@@ -325,3 +327,50 @@ def test_flat_depthwise_output_in_another_layout(layout, out_layout, forced):
     assert forced == [True]
     np.testing.assert_allclose(act_from(got, out_layout, "NCHW"), want, rtol=1e-12,
                                atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 2),
+    c=st.integers(1, 4),
+    mult=st.integers(1, 2),
+    h=st.integers(1, 8),
+    w_=st.integers(1, 10),
+    kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    pads=st.tuples(st.tuples(st.integers(0, 3), st.integers(0, 3)),
+                   st.tuples(st.integers(0, 3), st.integers(0, 3))),
+    chunk=st.sampled_from([1, 60, 4000]),
+    weights_cap=st.sampled_from([1, 50, 1 << 18]),
+    layout=st.sampled_from(["NCHW", "NHWC"]),
+)
+def test_property_depthwise_matches_reference(n, c, mult, h, w_, kernel, stride, dilation,
+                                              pads, chunk, weights_cap, layout):
+    """Any 2-D depthwise geometry (strides, dilation, one-sided padding, a multiplier), any
+    chunk and column-tile size, both layouts: the forward conv and its gradients."""
+    outs = [(size + b + e - d * (k - 1) - 1) // s + 1 for size, k, s, d, (b, e)
+            in zip((h, w_), kernel, stride, dilation, pads, strict=True)]
+    if min(outs) < 1:
+        return
+    rng = np.random.default_rng(n + c + h + w_ + sum(kernel))
+    x = rng.standard_normal((n, c, h, w_))
+    w = rng.standard_normal((c * mult, 1, *kernel))
+    g = rng.standard_normal((n, c * mult, *outs))
+    want = conv_ref(x, w, None, strides=stride, pads=pads, dilations=dilation, groups=c)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(depthwise_flat, "CHUNK_ELEMS", chunk)
+        mp.setattr(depthwise_flat, "MAX_WEIGHT_ELEMS", weights_cap)
+        mp.setattr(depthwise_flat, "ROW_WEIGHT_ELEMS", weights_cap)
+        args = dict(stride=stride, padding=[tuple(p) for p in pads], dilation=dilation,
+                    groups=c, layout=layout, kernel_layout="OIHW")
+        got = lo.conv2d(act_to(x, "NCHW", layout), w, **args)
+        np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=1e-12,
+                                   atol=1e-12)
+        if mult == 1:
+            gx, gw, _ = lo.conv_backward(act_to(g, "NCHW", layout), act_to(x, "NCHW", layout),
+                                         w, **args)
+            want_x, want_w = _depthwise_vjp_ref(x, w, g, stride, pads, dilation)
+            np.testing.assert_allclose(gw, want_w, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(act_from(gx, layout, "NCHW"), want_x, rtol=1e-12,
+                                       atol=1e-12)
