@@ -59,6 +59,7 @@ ROW_WEIGHT_ELEMS = 1 << 20
 #: output rows computed at a time when the output is not channels-last (they are copied out
 #: with the channels moved while in cache; 8, 16, 32 or 112 rows measured equal, 2 slower)
 OUT_ROWS = 16
+_RUNS_DIRECT = True
 
 
 def rows_view(arr: np.ndarray, letters: str, spatial: str, tail: str) -> np.ndarray:
@@ -171,6 +172,10 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
     # one output channel per input channel, rows of Q * C contiguous values in ``cdtype``:
     # einsum writes there
     direct = mult == 1 and out.dtype == cdtype and out.strides[2:] == (c * isz, isz)
+    # ... or at least runs of C contiguous values (a strided view: the phases of a transposed
+    # conv): einsum writes there over the channels, skipping the scratch and its copy
+    runs = (_RUNS_DIRECT and not direct and mult == 1 and out.dtype == cdtype
+            and out.strides[3] == isz)
     if bias is not None:
         bias = bias.reshape(c, mult)
 
@@ -188,9 +193,13 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
     def run(part):
         for ni, r0, q0, n_r, n_q in part:
             taps = plan.taps(x, ni, r0, q0, n_r, n_q)
-            if direct:
+            if direct or runs:
                 dst = out[ni, r0 : r0 + n_r, q0 : q0 + n_q]
-                fused(taps, dst, 0)
+                if direct:
+                    fused(taps, dst, 0)
+                else:
+                    np.einsum("rijqc,ijc->rqc", taps.reshape(n_r, kh, kw, n_q, c), w[..., 0],
+                              out=dst)
                 if bias is not None:
                     dst += bias[:, 0]
                 continue
