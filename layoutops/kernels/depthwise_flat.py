@@ -10,8 +10,10 @@ at ``((h * sh + i * dh) * Wq + w * sw + j * dw) * C``, so the taps of the chunk 
 strided view ``(R, kh, kw, Q * C)`` (unit width stride: the last axis contiguous; else ``(R,
 kh, kw, Q, C)``) and the chunk is ONE ``np.einsum`` of that view with the taps' weights
 (repeated along ``Q`` columns for the contiguous form), written straight into a
-channels-last output (a channels-first one gets it through a few rows of scratch at a time,
-copied out with the channels moved). einsum's C loop adds the products of each value into
+channels-last output (a strided one with runs of C contiguous values, such as a transposed
+conv's output phase, through einsum's loop over the channels; a channels-first one through
+a few rows of scratch at a time, copied out with the channels moved; a channel multiplier
+``M`` makes ``M`` sums per chunk). einsum's C loop adds the products of each value into
 the output in tap order without a product array in between: one pass instead of a multiply
 and an add per tap. ``Q`` is the whole output width unless the repeated weights would hold
 more than `MAX_WEIGHT_ELEMS` values (`ROW_WEIGHT_ELEMS` for outputs of one row: 1-D
@@ -59,7 +61,6 @@ ROW_WEIGHT_ELEMS = 1 << 20
 #: output rows computed at a time when the output is not channels-last (they are copied out
 #: with the channels moved while in cache; 8, 16, 32 or 112 rows measured equal, 2 slower)
 OUT_ROWS = 16
-_RUNS_DIRECT = True
 
 
 def rows_view(arr: np.ndarray, letters: str, spatial: str, tail: str) -> np.ndarray:
@@ -169,37 +170,30 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
             for m in range(mult)
         ]
     isz = plan.cdtype.itemsize
-    # one output channel per input channel, rows of Q * C contiguous values in ``cdtype``:
-    # einsum writes there
-    direct = mult == 1 and out.dtype == cdtype and out.strides[2:] == (c * isz, isz)
-    # ... or at least runs of C contiguous values (a strided view: the phases of a transposed
-    # conv): einsum writes there over the channels, skipping the scratch and its copy
-    runs = (_RUNS_DIRECT and not direct and mult == 1 and out.dtype == cdtype
-            and out.strides[3] == isz)
+    # one output channel per input channel and runs of C contiguous values in ``cdtype`` (whole
+    # rows, or a strided view: the phases of a transposed conv): einsum writes there
+    direct = mult == 1 and out.dtype == cdtype and out.strides[3] == isz
     if bias is not None:
         bias = bias.reshape(c, mult)
 
     def fused(taps, dst, m) -> None:
         """``dst`` ``(r, q, C)`` = the sum over the taps of the weights of multiplier ``m``
-        (einsum: tap after tap into zero)."""
-        if plan.contiguous:
-            r_, q_ = dst.shape[:2]
+        (einsum: tap after tap into zero): over whole rows of ``q * C`` values where the taps
+        and ``dst`` have them, else over runs of C values (the loop over the channels)."""
+        r_, q_ = dst.shape[:2]
+        if plan.contiguous and dst.strides[1] == c * isz:
             # (r, q * C): a view, the last two axes being contiguous
             np.einsum("rijk,ijk->rk", taps, weights[m][:, :, : q_ * c],
                       out=dst.reshape(r_, q_ * c))
-        else:  # runs of C values: einsum's loop over the channels
-            np.einsum("rijqc,ijc->rqc", taps, w[..., m], out=dst)
+        else:
+            np.einsum("rijqc,ijc->rqc", taps.reshape(r_, kh, kw, q_, c), w[..., m], out=dst)
 
     def run(part):
         for ni, r0, q0, n_r, n_q in part:
             taps = plan.taps(x, ni, r0, q0, n_r, n_q)
-            if direct or runs:
+            if direct:
                 dst = out[ni, r0 : r0 + n_r, q0 : q0 + n_q]
-                if direct:
-                    fused(taps, dst, 0)
-                else:
-                    np.einsum("rijqc,ijc->rqc", taps.reshape(n_r, kh, kw, n_q, c), w[..., 0],
-                              out=dst)
+                fused(taps, dst, 0)
                 if bias is not None:
                     dst += bias[:, 0]
                 continue
