@@ -24,6 +24,8 @@ def forced(monkeypatch):
     records whether each tile took it."""
     monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
     monkeypatch.setattr(taps_1d, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(taps_1d, "MIN_GEMM_FLOPS", 0)
+    monkeypatch.setattr(taps_1d, "MIN_GEMM_FLOPS_SHORT", 0)
     return record_taken(monkeypatch, kconv, "_taps_1d_tile")
 
 

@@ -32,6 +32,8 @@ def _force(mp, chunk_bytes: int = 1200):
     mp.setattr(taps_flat, "MAX_TAPS", 100)
     mp.setattr(taps_flat, "MIN_WIDTH_PER_BORDER", 1)
     mp.setattr(taps_flat, "MIN_PIXELS", 1)
+    mp.setattr(taps_flat, "MIN_GEMM_FLOPS", 0)
+    mp.setattr(taps_flat, "MIN_PIXELS_LAST", 1)
     mp.setattr(taps_flat, "CHUNK_BYTES", chunk_bytes)
     return record_taken(mp, kconv, "_taps_flat_tile")
 

@@ -25,6 +25,7 @@ def forced(monkeypatch, request):
     monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
     monkeypatch.setattr(wide_rows, "MIN_ROWS_PER_HALO", 2)
     monkeypatch.setattr(wide_rows, "CHUNK_BYTES", 600)
+    monkeypatch.setattr(wide_rows, "MIN_GEMM_FLOPS", {"A": 0, "B": 0})
     return record_taken(monkeypatch, kconv, "_wide_tile")
 
 

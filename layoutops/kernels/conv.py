@@ -225,7 +225,8 @@ def conv_forward(
         block_pix = math.prod((p - 1) * s + e for p, s, e in spans)
         block = n * groups * c_per * block_pix
         res = n * groups * o_per * pix
-        wide = algorithm == "im2col" and _wide_cost(geometry, groups, c_per, tile[1:], itemsize)
+        wide = algorithm == "im2col" and _wide_cost(geometry, groups, c_per, o_per, tile[1:],
+                                                    itemsize, form)
         if wide:
             # wide row columns: the kw kernel offsets only (KW, not KH * KW, copies)
             work = n * wide + res
@@ -287,12 +288,12 @@ def conv_forward(
 _WIDE_TILE_COST = True
 
 
-def _wide_cost(geometry, groups, c, pix, itemsize) -> int:
+def _wide_cost(geometry, groups, c, o, pix, itemsize, form) -> int:
     """Elements of one sample's wide row columns (every chunk's) if a tile with output
     sizes ``pix`` runs as wide row GEMMs (`wide_rows.rows_per_chunk`), else 0."""
     if not (_WIDE_ROWS and _WIDE_TILE_COST):
         return 0
-    rows = rows_per_chunk(geometry, groups, c, pix, itemsize)
+    rows = rows_per_chunk(geometry, groups, c, pix, itemsize, o, form)
     if rows is None:
         return 0
     halo = (geometry.kernel_sizes[0] - 1) * geometry.dilations[0]
@@ -316,7 +317,8 @@ def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, c
     itemsize = np.dtype(cdtype).itemsize
     if n * g * math.prod(pix) * ck * itemsize <= _MIN_SPLIT_BYTES:
         return None  # small: one GEMM (`_run_im2col`)
-    rows = rows_per_chunk(geometry, g, c, pix, itemsize)
+    o = wmat.shape[1] if form == "A" else wmat.shape[2]
+    rows = rows_per_chunk(geometry, g, c, pix, itemsize, o, form)
     if rows is None:
         return None
     first = spans[0][0]
@@ -352,7 +354,8 @@ def _taps_flat_tile(x_canon, spans, wmat, geometry, form, tgt, cdtype):
     pix = tuple(hi - lo - e + 1 for (lo, hi), e in zip(spans, geometry.extents, strict=True))
     if x_canon.shape[0] * math.prod(pix) * ck * np.dtype(cdtype).itemsize <= _MIN_SPLIT_BYTES:
         return None  # small: one GEMM (`_run_im2col`)
-    if not taps_flat.applies(geometry, g, x, form, cdtype, spans[1][0], pix):
+    outputs = wmat.shape[1] if form == "A" else wmat.shape[2]
+    if not taps_flat.applies(geometry, g, x, form, cdtype, spans[1][0], pix, outputs):
         return None
     return taps_flat.run_taps_flat(x, spans[0][0], spans[1][0], wmat, geometry, form, tgt,
                                    cdtype, pix)
@@ -370,7 +373,7 @@ def _taps_1d_tile(x_canon, spans, wmat, geometry, tgt, cdtype):
     n_out = (spans[0][1] - spans[0][0] - geometry.extents[0]) // geometry.strides[0] + 1
     if x_canon.shape[0] * n_out * ck * np.dtype(cdtype).itemsize <= _MIN_SPLIT_BYTES:
         return None  # small: one GEMM (`_run_im2col`)
-    if not taps_1d.applies(geometry, g, x, cdtype):
+    if not taps_1d.applies(geometry, g, x, cdtype, wmat.shape[1], n_out):
         return None
     return taps_1d.run_taps_1d(x, spans[0][0], wmat, geometry, tgt, cdtype, n_out)
 

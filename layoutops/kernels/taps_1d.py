@@ -28,14 +28,30 @@ __all__ = ["CHUNK_BYTES", "applies", "run_taps_1d"]
 #: Python and ctypes, so small runs lose). Measured again once the other chunks had grown
 #: (9-round A/B, same machine): 2 MiB 25.5 ms, 4 MiB 24.3 (8 MiB 24.2 in a 7-round one)
 CHUNK_BYTES = 4 << 20
+#: a tap's GEMM (O by C by the sample's outputs) does at least `MIN_GEMM_FLOPS` flops over at
+#: least `MIN_RUN` outputs, or at least `MIN_GEMM_FLOPS_SHORT`: each call costs ~7 us and
+#: short or thin products run far below BLAS's rate, where the im2col chunks put several
+#: samples into one GEMM. Sweep on the 2-core test machine, k7 "same", C = O, ~3.7 GFLOP per
+#: call (ms, taps against im2col; Mflop per tap GEMM in brackets): 256x16x2000 (1.0) 59.7
+#: against 33.9, 125x64x512 (4.2) 34.2 against 27.8, 125x128x128 (4.2) 32.3 against 18.8,
+#: 128x16x8000 (4.1) 59.9 against 89.7, 128x32x2000 (4.1) 39.0 against 40.4, 31x128x512
+#: (16.8) 17.4 against 18.9, 32x64x2000 (16.4) 19.3 against 23.1
+MIN_GEMM_FLOPS = 4_000_000
+MIN_RUN = 1000
+MIN_GEMM_FLOPS_SHORT = 16_000_000
 
 
-def applies(geometry: Geometry, groups: int, x: np.ndarray, cdtype) -> bool:
+def applies(geometry: Geometry, groups: int, x: np.ndarray, cdtype, outputs: int,
+            n_out: int) -> bool:
     """True for one group, 1-D, unit stride, more than one tap, a source ``x`` ``(n, c,
-    W)`` in ``cdtype`` with unit stride along ``W``, and a BLAS `gemm` for ``cdtype``."""
+    W)`` in ``cdtype`` with unit stride along ``W``, tap GEMMs (``outputs`` channels by
+    ``c`` by ``n_out`` positions) large enough (`MIN_GEMM_FLOPS`), and a BLAS `gemm` for
+    ``cdtype``."""
     cdtype = np.dtype(cdtype)
+    flops = 2 * outputs * x.shape[1] * n_out
     return (
-        groups == 1
+        flops >= (MIN_GEMM_FLOPS if n_out >= MIN_RUN else MIN_GEMM_FLOPS_SHORT)
+        and groups == 1
         and geometry.n_spatial == 1
         and geometry.strides[0] == 1
         and geometry.kernel_sizes[0] > 1

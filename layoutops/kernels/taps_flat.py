@@ -63,13 +63,25 @@ CHUNK_BYTES = 8 << 20
 #: 3x3 of BENCH.md (7x7) 9.8/9.0 -> 16.1/10.5 ms
 MIN_WIDTH_PER_BORDER = 4
 MIN_PIXELS = 128
+#: and a tap's GEMM over one sample's output plane does at least this many flops (2 * pixels
+#: * C * O): each GEMM call costs ~7 us of Python and ctypes and small products run far below
+#: BLAS's rate, where the im2col chunks put several samples into one GEMM; channels-last
+#: also needs `MIN_PIXELS_LAST` pixels per plane. Sweep on the 2-core test machine, 3x3
+#: "same" convs with C = O and ~1.85 GFLOP per call (ms, channels-first / -last, flat taps
+#: against im2col): 64x32x16x16 (0.5 Mflop per tap GEMM) 15.2/15.3 against 3.8/3.1,
+#: 63x32x40x40 (3.3) 25.7/23.6 against 22.1/16.7, 32x32x56x56 (6.4) 14.5/13.1 against
+#: 20.2/15.7, 24x64x32x32 (8.4) 9.0/9.0 against 12.6/10.6, 24x128x16x16 (8.4, 256 pixels)
+#: 10.2/9.5 against 10.2/8.1, 11x128x24x24 (19, 576 pixels) 8.8/8.3 against 10.6/8.8
+MIN_GEMM_FLOPS = 6_000_000
+MIN_PIXELS_LAST = 512
 
 
 def applies(geometry: Geometry, groups: int, x: np.ndarray, form: str, cdtype, col0: int,
-            pix) -> bool:
+            pix, outputs: int) -> bool:
     """True for one group of at least `MIN_CHANNELS` input channels, 2-D, unit strides, more
     than one tap, an output row as wide as the input's (``pix[1] == W``, first tap at column
-    ``col0 <= 0``) and many times wider than its border columns, a source ``x`` in
+    ``col0 <= 0``) and many times wider than its border columns, tap GEMMs of at least
+    `MIN_GEMM_FLOPS` (``outputs`` output channels), a source ``x`` in
     ``cdtype`` whose pixels are one flat run per channel (channels-first ``(n, c, H, W)``)
     or per pixel (channels-last ``(n, H, W, c)``), and a BLAS `gemm` for ``cdtype``."""
     cdtype = np.dtype(cdtype)
@@ -92,6 +104,8 @@ def applies(geometry: Geometry, groups: int, x: np.ndarray, form: str, cdtype, c
         and -border <= col0 <= 0
         and width >= MIN_WIDTH_PER_BORDER * border
         and pix[0] * pix[1] >= MIN_PIXELS
+        and 2 * pix[0] * pix[1] * c * outputs >= MIN_GEMM_FLOPS
+        and (form == "A" or pix[0] * pix[1] >= MIN_PIXELS_LAST)
     )
 
 

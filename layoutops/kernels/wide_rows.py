@@ -43,13 +43,24 @@ MIN_ROWS_PER_HALO = 8
 #: target bytes of one chunk's columns (whole 56-row samples of the resnet 3x3 case, 2.5 MB,
 #: measured faster than 28-row halves: 8.8 against 9.9 ms channels-first)
 CHUNK_BYTES = 4 << 20
+#: a chunk's GEMMs (one per kernel row: chunk pixels by KW * C by O) do at least this many
+#: flops each (channels-first, channels-last): small products run far below BLAS's rate and
+#: each call costs ~7 us, where the im2col chunks put several samples into one GEMM. Sweep
+#: on the 2-core test machine, 3x3 "same" convs with C = O and ~1.85 GFLOP per call (ms,
+#: channels-first / -last, wide rows against im2col): 64x16x56x56 (4.8 Mflop per GEMM)
+#: 16.5/16.9 against 16.8/12.6, 64x32x32x32 (6.3) 15.6/16.3 against 14.1/11.2, 63x32x40x40
+#: (9.8) 18.4/18.1 against 21.4/15.6, 44x64x24x24 (14.2) 12.7/12.9 against 13.6/11.1,
+#: 24x64x32x32 (25) 11.6/10.4 against 12.5/10.7, 4x128x40x40 (157) 8.9/8.0 against 10.0/8.5
+MIN_GEMM_FLOPS = {"A": 8_000_000, "B": 24_000_000}
 
 
-def rows_per_chunk(geometry: Geometry, groups: int, c: int, pix, itemsize: int):
+def rows_per_chunk(geometry: Geometry, groups: int, c: int, pix, itemsize: int,
+                   outputs: int, form: str):
     """Output rows per chunk for a tile with output sizes ``pix`` (``c`` input channels per
-    group), or ``None`` if the wide row GEMMs do not apply: one group,
-    2-D, unit row stride, more than one kernel row, at least `MIN_ROWS_PER_HALO` rows per
-    halo row in a chunk whose columns fit the per-thread scratch."""
+    group, ``outputs`` output channels; ``form`` ``"A"`` channels-first, ``"B"``
+    channels-last), or ``None`` if the wide row GEMMs do not apply: one group, 2-D, unit row
+    stride, more than one kernel row, at least `MIN_ROWS_PER_HALO` rows per halo row in a
+    chunk whose columns fit the per-thread scratch, GEMMs of at least `MIN_GEMM_FLOPS`."""
     if (
         groups != 1
         or geometry.n_spatial != 2
@@ -67,6 +78,8 @@ def rows_per_chunk(geometry: Geometry, groups: int, c: int, pix, itemsize: int):
     rows = min(out_rows, max(least, CHUNK_BYTES // row_bytes - halo))
     rows = -(-out_rows // -(-out_rows // rows))  # equal chunks
     if (rows + halo) * row_bytes > MAX_CACHED_BYTES:
+        return None
+    if 2 * rows * pix[1] * kw * c * outputs < MIN_GEMM_FLOPS[form]:
         return None
     return rows
 
