@@ -27,7 +27,16 @@ import numpy as np
 
 from .threads import get_num_threads, parallel
 
-__all__ = ["controllable", "pipelines", "single_threaded"]
+__all__ = ["SMALL_GEMM_FLOPS", "controllable", "one_thread_below", "pipelines",
+           "single_threaded"]
+
+#: kernels that call BLAS outside their pipelines run products of fewer flops than this on
+#: one thread (`one_thread_below`): OpenBLAS hands products from about 64^3 multiply-adds to
+#: its thread team, whose workers then spin for ~0.1 s, and a pipelined conv that starts in
+#: that window shares the cores with them (2-core test machine: the resnet 3x3 of BENCH.md,
+#: channels-last, right after a 1x8x8x64 -> 64 conv took 14-15 ms instead of 7.8 ms). Below
+#: this size (~0.5 ms on one core) a second BLAS thread saves at most ~0.25 ms.
+SMALL_GEMM_FLOPS = 1 << 26
 
 _NAMES = (
     ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
@@ -120,11 +129,25 @@ def single_threaded() -> Iterator[None]:
                     setter(_STATE["saved"])
 
 
-def pipelines(fn, items, threads: int | None = None) -> None:
+def one_thread_below(flops: int):
+    """`single_threaded` for a product of fewer than `SMALL_GEMM_FLOPS` flops, else a
+    context that leaves BLAS as it is.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.blas import one_thread_below
+    >>> with one_thread_below(2 * 64**3):
+    ...     pass
+    """
+    return single_threaded() if flops < SMALL_GEMM_FLOPS else contextlib.nullcontext()
+
+
+def pipelines(fn, items, threads: int | None = None, flops: int | None = None) -> None:
     """``fn(part)`` on contiguous parts of ``items``, one per thread (`threads.parallel`),
     with BLAS held to one thread while they run, so that each part's GEMMs stay on its own
     core and leave no BLAS worker spinning afterwards. With one thread (or one item) ``fn``
-    runs here on all of ``items``, BLAS as it is.
+    runs here on all of ``items``: BLAS as it is, or on one thread when ``flops`` (the
+    work's GEMMs, at most) is below `SMALL_GEMM_FLOPS` (`one_thread_below`).
 
     Examples
     --------
@@ -138,5 +161,8 @@ def pipelines(fn, items, threads: int | None = None) -> None:
     if threads > 1:
         with single_threaded():
             parallel(fn, items, threads)
+    elif flops is not None:
+        with one_thread_below(flops):
+            fn(items)
     else:
         fn(items)

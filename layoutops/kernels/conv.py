@@ -79,6 +79,7 @@ thread: two threads on planes that share the L2 cache measured slower.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 
@@ -464,10 +465,10 @@ _THIN_O = 64
 #: group writes whole output pixels (G * O values) while they are in cache, where a run of
 #: groups writes O of every G * O (grouped case of BENCH.md 3-5% faster, 9-round A/B)
 _GROUPS_LAST = True
-#: tiles with fewer column bytes than this run as one GEMM on BLAS's own threading (OpenBLAS
-#: keeps such small products on one thread); larger ones are cut into at least `_MIN_CHUNKS`
-#: chunks (whatever the thread count), so no GEMM here runs on BLAS's threads: those spin
-#: on for ~0.1 s after the call and slow whatever pipelines come next. Kernel-heavy tiles (the
+#: tiles with fewer column bytes than this run as one GEMM on one thread (`_SMALL_ONE_THREAD`);
+#: larger ones (or larger GEMMs) are cut into at least `_MIN_CHUNKS` chunks (whatever the
+#: thread count), so no GEMM here runs on BLAS's threads: those spin on for ~0.1 s after the
+#: call and slow whatever pipelines come next. Kernel-heavy tiles (the
 #: late 3x3 of BENCH.md: a 9 MiB kernel, 7 MiB of columns) used to stay one BLAS-threaded
 #: GEMM, 5-11% faster alone; in a ResNet-50 stage-4 bottleneck block (1x1, that 3x3, 1x1;
 #: NHWC, batch 8) the 1x1 conv after it then ran against the spinning workers, and the block
@@ -475,6 +476,11 @@ _GROUPS_LAST = True
 #: test machine)
 _MIN_SPLIT_BYTES = 1 << 20
 _MIN_CHUNKS = 2
+#: ... when their GEMM is small (`blas.SMALL_GEMM_FLOPS`; larger ones are chunked too): a
+#: BLAS-threaded GEMM leaves OpenBLAS's workers spinning, and a resnet 3x3 (8x56x56x64,
+#: channels-last) right after a 1x8x8x64 -> 64 conv took 14-15 ms instead of 7.8 ms (2-core
+#: test machine)
+_SMALL_ONE_THREAD = True
 #: 2-D tiles with unit row stride and enough output rows per chunk run as wide row GEMMs
 #: (`wide_rows.run_wide_rows`: KW instead of KH * KW copies of the input)
 _WIDE_ROWS = True
@@ -518,8 +524,10 @@ def _run_im2col(block: TileBlock, wmat, geometry, form, tgt, cdtype):
         row_bytes //= geometry.kernel_sizes[0]
     col_bytes = g * n * pix[0] * row_bytes
     chunk_bytes = _THIN_CHUNK_BYTES if o <= _THIN_O else _CHUNK_BYTES
-    if col_bytes <= _MIN_SPLIT_BYTES:
-        return _im2col_tile(block.whole("conv block"), wmat, geometry, form, tgt, cdtype)
+    small_gemm = 2 * (col_bytes // itemsize) * o < blas.SMALL_GEMM_FLOPS
+    if col_bytes <= _MIN_SPLIT_BYTES and (small_gemm or not _SMALL_ONE_THREAD):
+        with blas.single_threaded() if _SMALL_ONE_THREAD else contextlib.nullcontext():
+            return _im2col_tile(block.whole("conv block"), wmat, geometry, form, tgt, cdtype)
     # at least _MIN_CHUNKS chunks, whatever the thread count (the split, and so the sums, must
     # not depend on it)
     chunk_bytes = min(chunk_bytes, -(-col_bytes // _MIN_CHUNKS))

@@ -56,14 +56,16 @@ def _expression(subscripts: str, *shapes: tuple[int, ...]):
     return opt_einsum.contract_expression(subscripts, *shapes)
 
 
-def _run_by_batch(work, tiles, threads: int, clear=None) -> None:
+def _run_by_batch(work, tiles, threads: int, clear=None, flops: int | None = None) -> None:
     """``work(tile)`` for every tile (``tile[0]`` its batch slice). Tiles of one batch slice
     write overlapping outputs, so they run in order on one thread; runs of different batch
     slices, whose outputs are disjoint, go to ``threads`` threads as pipelines on
     single-threaded BLAS (each thread's GEMM output is read back hot by the same core's
     additions, and the additions, single-threaded NumPy, run on every core). ``clear``: an
     output (batch axis first) to zero, each run's samples on the run's thread just before
-    its tiles add into them (instead of a serial zero fill of the whole output first)."""
+    its tiles add into them (instead of a serial zero fill of the whole output first).
+    ``flops``: the GEMM work of all tiles (small work on one thread stays on one BLAS
+    thread, `blas.pipelines`)."""
     runs: list[list] = []
     for tile in tiles:
         if runs and runs[-1][0][0] == tile[0]:
@@ -78,7 +80,7 @@ def _run_by_batch(work, tiles, threads: int, clear=None) -> None:
             for tile in run:
                 work(tile)
 
-    blas.pipelines(part, runs, threads)
+    blas.pipelines(part, runs, threads, flops)
 
 
 def _threads_within(limit: int, one_tile: int) -> int:
@@ -237,11 +239,13 @@ def conv_transpose_scatter(
         per_axis = [tap_ranges(geometry, i, sl.start, sl.stop) for i, sl in enumerate(tile[1:])]
         if any(not r for r in per_axis):
             continue
+        flops = 2 * math.prod(sl.stop - sl.start for sl in tile) * groups * c_per * o_per * n_taps
         for g, w_part in enumerate(w_parts):
-            if loop_groups:
-                cols = gemm(np.take(x_tile, g, axis=g_axis_x), w_part)
-            else:
-                cols = _expression(subscripts, x_tile.shape, w_part.shape)(x_tile, w_part)
+            with blas.one_thread_below(flops):  # no spinning BLAS workers after small ones
+                if loop_groups:
+                    cols = gemm(np.take(x_tile, g, axis=g_axis_x), w_part)
+                else:
+                    cols = _expression(subscripts, x_tile.shape, w_part.shape)(x_tile, w_part)
             out_index = [slice(None)] * out_grouped.ndim
             out_index[n_axis_out] = tile[0]
             if loop_groups:
@@ -415,7 +419,8 @@ def _scatter_rows(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
             _rows_tile(x, tile, w, out, geometry, c_in, cdtype, run, row_len, n_blocks, gw,
                        c_out, owned)
 
-    _run_by_batch(work, tiles, threads, clear)
+    flops = 2 * math.prod(shape) * c_in * c_out * math.prod(geometry.kernel_sizes)
+    _run_by_batch(work, tiles, threads, clear, flops)
     return out_grouped
 
 
@@ -601,7 +606,8 @@ def _phase_planes(x_grouped, x_letters, w_grouped, w_letters, out_grouped, out_l
 
     if owned and _phases_cover(phases, per_axis, q_mins, widths, geometry):
         clear = None  # every output cell is written: no zero fill first
-    _run_by_batch(work, tiles, threads, clear)
+    flops = 2 * out.shape[0] * plane * c_in * c_out * sum(len(t) for t in phases.values())
+    _run_by_batch(work, tiles, threads, clear, flops)
     return True
 
 

@@ -182,7 +182,9 @@ def weight_grad(
         for index, tile in items:
             sums[index] = tile_sum(tile)
 
-    blas.pipelines(part, list(enumerate(tiles)), threads)
+    flops = 2 * batch * int(np.prod(geom.out_sizes)) * taps * per_pos_x * (
+        per_pos_g // x.shape[x_letters.index("G")])
+    blas.pipelines(part, list(enumerate(tiles)), threads, flops)
     for res in sums:
         acc += res.transpose(w_perm)
     return acc
