@@ -104,7 +104,7 @@ class GemmRecorder:
                 self._log("gemm", (a, b, c, accumulate), 2 * a.shape[0] * a.shape[1] * b.shape[1])
             return done
 
-        def pipelines(fn, items, threads=None):
+        def pipelines(fn, items, threads=None, flops=None):
             with self._lock:
                 self._regions += 1
                 self._region = self._regions
@@ -112,7 +112,7 @@ class GemmRecorder:
                 n = min(get_num_threads() if threads is None else threads, len(items))
                 self._split[self._regions] = n > 1
             try:
-                return real_pipelines(fn, items, threads)
+                return real_pipelines(fn, items, threads, flops)
             finally:
                 self._region = None
 
