@@ -67,6 +67,8 @@ import numpy as np
 __all__ = [
     "Case",
     "CASES",
+    "SMALL_CASES",
+    "SUITES",
     "WORKSPACE_CASES",
     "GEMM_BOUND",
     "case_ids",
@@ -259,8 +261,33 @@ _QUICK_WORKSPACE = {
 }
 
 
+SMALL_CASES: tuple[Case, ...] = (
+    _conv("cifar 3x3 16", 8, 16, (32, 32), 16, 3, p=1),
+    _conv("cifar 3x3 32", 8, 32, (16, 16), 32, 3, p=1),
+    _conv("cifar 3x3 64", 8, 64, (8, 8), 64, 3, p=1),
+    _conv("cifar 3x3 stride 2", 8, 32, (16, 16), 64, 3, s=2, p=1),
+    _conv("cifar stem", 8, 3, (32, 32), 16, 3, p=1),
+    _conv("batch-1 3x3", 1, 64, (56, 56), 64, 3, p=1),
+    _conv("batch-1 late 3x3", 1, 256, (14, 14), 256, 3, p=1),
+    _conv("small depthwise", 8, 32, (32, 32), 32, 3, p=1, g=32),
+    _conv("small grouped", 8, 64, (16, 16), 64, 3, p=1, g=8),
+    _conv("short 1-d", 32, 32, (512,), 32, 7, p=3),
+    Case("conv_transpose", "small k4 s2", 8, 32, (16, 16), 16, 4, 2, 1),
+    Case("max_pool", "small 3x3 s2", 8, 32, (32, 32), None, 3, 2, 1),
+    Case("avg_pool", "small 2x2 s2", 8, 64, (16, 16), None, 2, 2),
+)
+"""Small and mid-sized layers (CIFAR-sized planes, batch 1), off the BENCH.md suite
+(``layoutops bench --suite small``): where per-call overheads and thin GEMMs dominate. The
+BENCH.md targets are not defined for them."""
+
+SUITES = {"bench": CASES, "small": SMALL_CASES}
+
+
 def quick(case: Case) -> Case:
-    """The tiny version of a case (same op and parameters) used by ``--quick``."""
+    """The tiny version of a case (same op and parameters) used by ``--quick``; the small
+    suite's cases run one sample (``batch=1``)."""
+    if case in SMALL_CASES:
+        return dataclasses.replace(case, batch=1)
     changes = _QUICK.get(case.id) or _QUICK_WORKSPACE.get(case.id)
     if changes is None:
         raise KeyError(f"no quick version of {case.id}")
@@ -848,8 +875,9 @@ def _geomean(values):
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
 
 
-def summarize(rows: list[dict]) -> dict:
-    """Geometric means and maxima of the ratios, CL/CF ratios, GEMM efficiency, targets."""
+def summarize(rows: list[dict], targets: bool = True) -> dict:
+    """Geometric means and maxima of the ratios, CL/CF ratios, GEMM efficiency, and (for the
+    BENCH.md suite, ``targets``) the targets."""
     summary: dict = {}
     for peer in ("torch", "ort"):
         for scope, sel in (
@@ -887,6 +915,9 @@ def summarize(rows: list[dict]) -> dict:
     t = summary.get("torch_all")
     cm = summary.get("cl_over_cf_max")
     ge = summary["gemm_efficiency_median"]
+    if not targets:
+        summary["targets"] = {}
+        return summary
     summary["targets"] = {
         "geomean ratio to torch <= 1.25 (aim 1.0)": None if not t else t["geomean"] <= 1.25,
         "max ratio to torch <= 3.0 (aim 2.5)": None if not t else t["max"] <= 3.0,
@@ -1017,7 +1048,8 @@ def run_suite(args, log=None) -> dict:
     result dict that ``--json`` writes: ``machine``, ``settings``, ``gemm``, ``cases``,
     ``summary``."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    cases = select_cases(args.cases)
+    suite = getattr(args, "suite", "bench")
+    cases = select_cases(args.cases, SUITES[suite])
     if args.quick:
         cases = [quick(c) for c in cases]
     layouts = LAYOUTS if args.layout == "both" else (args.layout,)
@@ -1069,6 +1101,7 @@ def run_suite(args, log=None) -> dict:
             "threads": args.threads,
             "quick": args.quick,
             "cases": args.cases,
+            "suite": suite,
             "layouts": list(layouts),
             "algorithm": args.algorithm,
             "tolerance": args.tolerance,
@@ -1078,7 +1111,7 @@ def run_suite(args, log=None) -> dict:
         "gemm": gemm_used,
         "cases": rows,
     }
-    result["summary"] = summarize(rows)
+    result["summary"] = summarize(rows, targets=suite == "bench")
     return result
 
 
@@ -1325,6 +1358,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--list", action="store_true", help="list the case ids and exit")
     parser.add_argument(
+        "--suite",
+        choices=tuple(SUITES),
+        default="bench",
+        help="the cases: BENCH.md's suite (default, with its targets) or 'small', "
+        "CIFAR-sized and batch-1 layers where call overheads and thin GEMMs dominate",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=7,
@@ -1401,7 +1441,7 @@ def run(args: argparse.Namespace) -> int:
     our op raised an error.
     """
     if args.list:
-        for case in CASES:
+        for case in SUITES[args.suite]:
             print(f"{case.id:<34} {case.describe()}")
         for case in WORKSPACE_CASES:
             print(f"{case.id:<34} {case.describe()}  (--workspace)")

@@ -100,6 +100,23 @@ def test_quick_suite_without_peers_json_fields(tmp_path):
     assert set(result["summary"]["targets"]) >= {"median GEMM efficiency >= 0.6"}
 
 
+def test_small_suite_runs_every_case_without_targets(tmp_path):
+    status, result = _run_bench(tmp_path, "--suite", "small", "--no-peers", "--layout",
+                                "channels_last")
+    assert status == 0
+    assert result["settings"]["suite"] == "small"
+    assert [r["id"] for r in result["cases"]] == bench.case_ids(bench.SMALL_CASES)
+    assert all(r["status"] == "ok" and r["ours_s"] > 0 for r in result["cases"])
+    assert [r["input_shape"][0] for r in result["cases"]] == [1] * len(bench.SMALL_CASES)
+    assert result["summary"]["targets"] == {}  # BENCH.md's targets are for its suite
+
+
+def test_small_suite_cases_differ_from_the_bench_md_ones():
+    ids = bench.case_ids(bench.SMALL_CASES)
+    assert len(set(ids)) == len(ids) and not set(ids) & set(bench.case_ids())
+    assert {c.family for c in bench.SMALL_CASES} >= {"conv", "conv_transpose", "max_pool"}
+
+
 def test_quick_suite_against_torch_checks_outputs(tmp_path):
     pytest.importorskip("torch")
     status, result = _run_bench(tmp_path, "--cases", "conv:depthwise,conv_transpose:*k2*")

@@ -58,11 +58,13 @@ MANY_TAPS_CHANNELS = 64
 CHUNK_BYTES = 8 << 20
 #: the output is at least this many times as wide as its border columns (kept and put back
 #: around the wrapping taps' GEMMs), and a sample has at least `MIN_PIXELS` output pixels
-#: (every sample's GEMMs read the whole kernel again). 5-round A/Bs against the im2col
-#: chunks, channels-first / -last: 8x256x14x14 -> 256 3x3 9.9/9.7 -> 9.6/8.4 ms, the late
-#: 3x3 of BENCH.md (7x7) 9.8/9.0 -> 16.1/10.5 ms
+#: (every sample's GEMMs read the whole kernel again, and their M is the plane). 5-round
+#: A/Bs against the im2col chunks, channels-first / -last: the late 3x3 of BENCH.md (7x7)
+#: 9.8/9.0 -> 16.1/10.5 ms; 14x14 planes channels-first (an earlier 8x256x14x14 A/B had
+#: them 3% faster; 5 rounds, once the chunks had grown): 8x256 7.9 -> 9.3 ms, 8x128 2.6 ->
+#: 3.3, 1x256 1.8 -> 2.4; 16x16 planes equal (24x128 10.2 / 10.2), 28x28 equal
 MIN_WIDTH_PER_BORDER = 4
-MIN_PIXELS = 128
+MIN_PIXELS = 256
 #: and a tap's GEMM over one sample's output plane does at least this many flops (2 * pixels
 #: * C * O): each GEMM call costs ~7 us of Python and ctypes and small products run far below
 #: BLAS's rate, where the im2col chunks put several samples into one GEMM; channels-last
