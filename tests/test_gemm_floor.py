@@ -88,8 +88,8 @@ def test_every_gemm_route_is_recorded(floor, case, layout, kind, two_threads):
 
 @pytest.mark.parametrize("layout", bench.LAYOUTS)
 def test_replay_issues_the_same_gemms_on_the_same_threads(floor, layout, two_threads):
-    # big enough for the im2col pipelines (more than 1 MiB of columns): two threads
-    case = bench.Case("conv", "t", 2, 16, (32, 32), out_channels=32, kernel=3, padding=1)
+    # big enough for the im2col pipelines (more than 4 MiB of columns): two threads
+    case = bench.Case("conv", "t", 8, 16, (32, 32), out_channels=32, kernel=3, padding=1)
     rec, op, out = _record(floor, case, layout)
     plan = rec.replay_plan()
     assert any(split and len(lists) == 2 for split, lists in plan)

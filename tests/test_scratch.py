@@ -58,6 +58,7 @@ def test_results_never_alias_scratch(layout, shape, wshape, kw, monkeypatch):
     monkeypatch.setattr(kconv, "_CHUNK_BYTES", 512)
     monkeypatch.setattr(kconv, "_THIN_CHUNK_BYTES", 512)
     monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(kconv, "_ONE_THREAD_BYTES", 0)  # chunked, not one GEMM
     rng = np.random.default_rng(0)
     klayout = {"NCHW": "OIHW", "NHWC": "HWIO", "NDHWC": "DHWIO"}[layout]
     w = rng.standard_normal(wshape)

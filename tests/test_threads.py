@@ -41,6 +41,7 @@ def test_grouped_conv_pipelines_match_reference(layout, shape, threads, monkeypa
     monkeypatch.setattr(kconv, "_CHUNK_BYTES", 256)  # many chunks: pipelines on both threads
     monkeypatch.setattr(kconv, "_THIN_CHUNK_BYTES", 256)
     monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(kconv, "_ONE_THREAD_BYTES", 0)  # chunked, not one GEMM
     calls = spy_parallel(monkeypatch, kblas)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape)
@@ -113,6 +114,7 @@ def test_im2col_chunk_pipelines_match_reference(case, last, chunk, threads, monk
     monkeypatch.setattr(kconv, "_CHUNK_BYTES", chunk)
     monkeypatch.setattr(kconv, "_THIN_CHUNK_BYTES", chunk)
     monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(kconv, "_ONE_THREAD_BYTES", 0)  # chunked, not one GEMM
     calls = spy_parallel(monkeypatch, kblas)
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape)
@@ -145,6 +147,7 @@ def test_im2col_chunks_pad_their_own_pieces(mode, layout, groups, stride, thread
     monkeypatch.setattr(kconv, "_CHUNK_BYTES", 700)
     monkeypatch.setattr(kconv, "_THIN_CHUNK_BYTES", 700)
     monkeypatch.setattr(kconv, "_MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(kconv, "_ONE_THREAD_BYTES", 0)  # chunked, not one GEMM
     monkeypatch.setattr(kconv, "_WIDE_ROWS", False)  # the im2col chunks themselves
     rng = np.random.default_rng(11)
     dtype = np.float16 if mode == "zeros-float16" else np.float64

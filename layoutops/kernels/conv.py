@@ -79,7 +79,6 @@ thread: two threads on planes that share the L2 cache measured slower.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 
@@ -465,8 +464,9 @@ _THIN_O = 64
 #: group writes whole output pixels (G * O values) while they are in cache, where a run of
 #: groups writes O of every G * O (grouped case of BENCH.md 3-5% faster, 9-round A/B)
 _GROUPS_LAST = True
-#: tiles with fewer column bytes than this run as one GEMM on one thread (`_SMALL_ONE_THREAD`);
-#: larger ones (or larger GEMMs) are cut into at least `_MIN_CHUNKS` chunks (whatever the
+#: tiles with fewer column bytes than this do not take the per-sample paths (flat taps, wide
+#: rows, 1-D taps) but `_run_im2col`, which runs small GEMMs as one GEMM on one thread
+#: (`_SMALL_ONE_THREAD`) and cuts larger ones into at least `_MIN_CHUNKS` chunks (whatever the
 #: thread count), so no GEMM here runs on BLAS's threads: those spin on for ~0.1 s after the
 #: call and slow whatever pipelines come next. Kernel-heavy tiles (the
 #: late 3x3 of BENCH.md: a 9 MiB kernel, 7 MiB of columns) used to stay one BLAS-threaded
@@ -476,11 +476,17 @@ _GROUPS_LAST = True
 #: test machine)
 _MIN_SPLIT_BYTES = 1 << 20
 _MIN_CHUNKS = 2
-#: ... when their GEMM is small (`blas.SMALL_GEMM_FLOPS`; larger ones are chunked too): a
-#: BLAS-threaded GEMM leaves OpenBLAS's workers spinning, and a resnet 3x3 (8x56x56x64,
-#: channels-last) right after a 1x8x8x64 -> 64 conv took 14-15 ms instead of 7.8 ms (2-core
-#: test machine)
+#: tiles of at most `_ONE_THREAD_BYTES` of columns whose GEMM is small
+#: (`blas.SMALL_GEMM_FLOPS`) run as one GEMM on one BLAS thread: a BLAS-threaded GEMM leaves
+#: OpenBLAS's workers spinning, and a resnet 3x3 (8x56x56x64, channels-last) right after a
+#: 1x8x8x64 -> 64 conv took 14-15 ms instead of 7.8 ms (2-core test machine). False: tiles
+#: of at most `_MIN_SPLIT_BYTES` run as one GEMM on BLAS's threads (the earlier behaviour)
 _SMALL_ONE_THREAD = True
+#: 4 MiB rather than 1: two pipelines' hand-offs cost more than the second core gives on
+#: such GEMMs (5-round A/Bs against 1 MiB, CF / CL, ms: 8x64x8x8 -> 64 3x3 0.90 / 0.69 ->
+#: 0.73 / 0.54, 8x32x16x16 -> 32 1.03 / 0.81 -> 0.99 / 0.75; the other conv layers of
+#: ``layoutops bench --suite small`` alike)
+_ONE_THREAD_BYTES = 4 << 20
 #: 2-D tiles with unit row stride and enough output rows per chunk run as wide row GEMMs
 #: (`wide_rows.run_wide_rows`: KW instead of KH * KW copies of the input)
 _WIDE_ROWS = True
@@ -525,9 +531,11 @@ def _run_im2col(block: TileBlock, wmat, geometry, form, tgt, cdtype):
     col_bytes = g * n * pix[0] * row_bytes
     chunk_bytes = _THIN_CHUNK_BYTES if o <= _THIN_O else _CHUNK_BYTES
     small_gemm = 2 * (col_bytes // itemsize) * o < blas.SMALL_GEMM_FLOPS
-    if col_bytes <= _MIN_SPLIT_BYTES and (small_gemm or not _SMALL_ONE_THREAD):
-        with blas.single_threaded() if _SMALL_ONE_THREAD else contextlib.nullcontext():
+    if _SMALL_ONE_THREAD and small_gemm and col_bytes <= _ONE_THREAD_BYTES:
+        with blas.single_threaded():
             return _im2col_tile(block.whole("conv block"), wmat, geometry, form, tgt, cdtype)
+    if not _SMALL_ONE_THREAD and col_bytes <= _MIN_SPLIT_BYTES:  # BLAS as it is
+        return _im2col_tile(block.whole("conv block"), wmat, geometry, form, tgt, cdtype)
     # at least _MIN_CHUNKS chunks, whatever the thread count (the split, and so the sums, must
     # not depend on it)
     chunk_bytes = min(chunk_bytes, -(-col_bytes // _MIN_CHUNKS))
