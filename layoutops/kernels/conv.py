@@ -301,6 +301,13 @@ def _wide_cost(geometry, groups, c, o, pix, itemsize, form) -> int:
     return (pix[0] + chunks * halo) * pix[1] * geometry.kernel_sizes[1] * c
 
 
+def _kernel_dims(wmat: np.ndarray, form: str) -> tuple[int, int, int]:
+    """``(groups, c * K, outputs)`` of the im2col kernel ``wmat``: ``(G, O, cK)`` for form
+    ``"A"`` (channels-first results), ``(G, Kc, O)`` for ``"B"``."""
+    g, a, b = wmat.shape
+    return (g, b, a) if form == "A" else (g, a, b)
+
+
 def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, cdtype, mode,
                cast):
     """The tile by wide row GEMMs (`wide_rows`), or ``None`` if they do not apply. No padded
@@ -311,13 +318,12 @@ def _wide_tile(x_tile, x_axes, n_axis, perm, spans, wmat, geometry, form, tgt, c
     pix = tuple(
         (b - e) // s + 1 for b, e, s in zip(sizes, geometry.extents, geometry.strides, strict=True)
     )
-    g, ck = (wmat.shape[0], wmat.shape[2]) if form == "A" else wmat.shape[:2]
+    g, ck, o = _kernel_dims(wmat, form)
     c = ck // math.prod(geometry.kernel_sizes)
     n = x_tile.shape[n_axis]
     itemsize = np.dtype(cdtype).itemsize
     if n * g * math.prod(pix) * ck * itemsize <= _MIN_SPLIT_BYTES:
         return None  # small: one GEMM (`_run_im2col`)
-    o = wmat.shape[1] if form == "A" else wmat.shape[2]
     rows = rows_per_chunk(geometry, g, c, pix, itemsize, o, form)
     if rows is None:
         return None
@@ -350,11 +356,10 @@ def _taps_flat_tile(x_canon, spans, wmat, geometry, form, tgt, cdtype):
     if geometry.n_spatial != 2 or geometry.strides != (1, 1):
         return None
     x = x_canon[:, 0] if form == "A" else x_canon[:, :, :, 0]
-    g, ck = (wmat.shape[0], wmat.shape[2]) if form == "A" else wmat.shape[:2]
+    g, ck, outputs = _kernel_dims(wmat, form)
     pix = tuple(hi - lo - e + 1 for (lo, hi), e in zip(spans, geometry.extents, strict=True))
     if x_canon.shape[0] * math.prod(pix) * ck * np.dtype(cdtype).itemsize <= _MIN_SPLIT_BYTES:
         return None  # small: one GEMM (`_run_im2col`)
-    outputs = wmat.shape[1] if form == "A" else wmat.shape[2]
     if not taps_flat.applies(geometry, g, x, form, cdtype, spans[1][0], pix, outputs):
         return None
     return taps_flat.run_taps_flat(x, spans[0][0], spans[1][0], wmat, geometry, form, tgt,
@@ -511,12 +516,8 @@ def _run_im2col(block: TileBlock, wmat, geometry, form, tgt, cdtype):
             return res
     k = geometry.n_spatial
     n = block.shape[0]
-    if form == "A":
-        g, o, ck = wmat.shape
-        sizes = block.shape[3:]
-    else:
-        g, ck, o = wmat.shape
-        sizes = block.shape[1 : 1 + k]
+    g, ck, o = _kernel_dims(wmat, form)
+    sizes = block.shape[3:] if form == "A" else block.shape[1 : 1 + k]
     pix = tuple(
         (b - e) // s + 1 for b, e, s in zip(sizes, geometry.extents, geometry.strides, strict=True)
     )

@@ -240,23 +240,24 @@ def conv_transpose_scatter(
         if any(not r for r in per_axis):
             continue
         flops = 2 * math.prod(sl.stop - sl.start for sl in tile) * groups * c_per * o_per * n_taps
-        for g, w_part in enumerate(w_parts):
-            with blas.one_thread_below(flops):  # no spinning BLAS workers after small ones
+        # small tiles' GEMMs on one BLAS thread: no spinning BLAS workers after them
+        with blas.one_thread_below(flops):
+            for g, w_part in enumerate(w_parts):
                 if loop_groups:
                     cols = gemm(np.take(x_tile, g, axis=g_axis_x), w_part)
                 else:
                     cols = _expression(subscripts, x_tile.shape, w_part.shape)(x_tile, w_part)
-            out_index = [slice(None)] * out_grouped.ndim
-            out_index[n_axis_out] = tile[0]
-            if loop_groups:
-                out_index[g_axis_out] = g
-            col_index = [slice(None)] * cols.ndim
-            for taps in itertools.product(*per_axis):
-                for i, (t, lo, hi, o_start, o_stop) in enumerate(taps):
-                    out_index[out_axes[i]] = slice(o_start, o_stop, geometry.strides[i])
-                    col_index[col_axes[i]] = slice(lo, hi)
-                    col_index[n_lead + i] = t
-                out_grouped[tuple(out_index)] += cols[tuple(col_index)]
+                out_index = [slice(None)] * out_grouped.ndim
+                out_index[n_axis_out] = tile[0]
+                if loop_groups:
+                    out_index[g_axis_out] = g
+                col_index = [slice(None)] * cols.ndim
+                for taps in itertools.product(*per_axis):
+                    for i, (t, lo, hi, o_start, o_stop) in enumerate(taps):
+                        out_index[out_axes[i]] = slice(o_start, o_stop, geometry.strides[i])
+                        col_index[col_axes[i]] = slice(lo, hi)
+                        col_index[n_lead + i] = t
+                    out_grouped[tuple(out_index)] += cols[tuple(col_index)]
     return out_grouped
 
 
