@@ -10,7 +10,9 @@ never materialised and never value-filled: a padded cell simply takes no part, w
 max pooling needs (a uint8 0 must not lose to a padding cell) and what the averages need
 (padding adds 0; the divisor is computed per axis as the outer product of 1-D tap counts).
 Max pooling with indices keeps the running form over every offset in window order (the
-first-maximum rule is not separable).
+first-maximum rule is not separable). Channels-last average pools whose windows all lie
+inside the input (no padding, no ceil_mode overhang), with long channel runs and few taps
+per stride, sum each window in one ``np.einsum`` pass instead (`window_sums`).
 
 The output is split into tiles with `split_tiles` (outermost array axis first, in the
 layout's own axis order), at most `CACHE_TILE_BYTES` of output and intermediates, so the
@@ -38,7 +40,7 @@ import math
 
 import numpy as np
 
-from . import blas
+from . import blas, window_sums
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
 from .threads import get_num_threads, parallel
@@ -575,17 +577,37 @@ def avg_pool(
     compute_dtype = np.dtype(dtype if compute_dtype is None else compute_dtype)
     ndim = x.ndim
 
-    def finish(acc, tile):
+    def divisor(tile):
         if divisor_override is not None:
-            div = np.asarray(divisor_override, compute_dtype)
+            return np.asarray(divisor_override, compute_dtype)
+        return avg_divisor(geom, axes, tile, ndim, count_include_pad, compute_dtype)
+
+    if _WINDOW_SUMS and x.dtype == dtype == compute_dtype and window_sums.applies(
+        x, axes, geom
+    ):
+        # channels-last, every window inside the input: one einsum pass per thread; the
+        # divisor is the same for every window
+        out = np.empty(pool_output_shape(x.shape, axes, geom.out_sizes), dtype)
+        div = divisor(tuple(slice(0, n) for n in out.shape))
+        if div.ndim == 0 and _power_of_two(float(div)):
+            window_sums.window_sums(x, axes, geom, out, scale=1.0 / float(div))
         else:
-            div = avg_divisor(geom, axes, tile, ndim, count_include_pad, compute_dtype)
+            window_sums.window_sums(x, axes, geom, out, divisor=div)
+        return out
+
+    def finish(acc, tile):
+        div = divisor(tile)
         if div.ndim == 0 and _power_of_two(float(div)):
             acc *= compute_dtype.type(1.0 / float(div))  # exact, and cheaper than a division
         else:
             acc /= div
 
     return _sum_pool(x, axes, geom, dtype, compute_dtype, None, finish)
+
+
+#: channels-last average pools whose windows all lie inside the input take
+#: `window_sums.window_sums` (one einsum pass) instead of the separable passes
+_WINDOW_SUMS = True
 
 
 def lp_pool(
