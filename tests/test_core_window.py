@@ -7,6 +7,7 @@ import pytest
 
 import layoutops as lo
 from layoutops.kernels.plan import split_tiles
+from layoutops.kernels.scratch import scratch
 from layoutops.kernels.window import TileBlock, padded_block, source_indices, window_view
 
 
@@ -171,7 +172,8 @@ def test_split_tiles_zero_size_and_limit_context():
 @pytest.mark.parametrize("spans", [((-2, 8), (-1, 7)), ((1, 6), (0, 6)), ((-1, 3), (2, 9))])
 def test_tile_block_group_major_pieces_match_the_padded_reference(letters, spans):
     """`TileBlock.piece_group_major`: the zero-padded piece in (G, n, *S, c) order, written
-    into a buffer that held other values before (every border cell is written)."""
+    into a scratch slot that held other values before (every border cell is written), and
+    again into the same slot (the borders kept from the previous piece of that shape)."""
     rng = np.random.default_rng(6)
     sizes = dict(N=3, G=4, C=2, H=7, W=6)
     x = rng.standard_normal([sizes[c] for c in letters]).astype(np.float32)
@@ -186,17 +188,23 @@ def test_tile_block_group_major_pieces_match_the_padded_reference(letters, spans
                   spans[1][0] + pads[axes[1]][0] : spans[1][1] + pads[axes[1]][0]]
     blk = TileBlock(x, axes, spans, perm, n_axis=letters.index("N"),
                     g_axis=letters.index("G"), mode="constant")
-    stage = np.full(4096, np.nan, np.float32)
-    for samples, groups, rows in [(slice(0, 3), slice(0, 4), (0, want.shape[1])),
-                                  (slice(1, 2), slice(1, 3), (0, 3)),
-                                  (slice(0, 2), slice(2, 4), (2, want.shape[1]))]:
-        got = blk.piece_group_major(samples, groups, rows, stage)
-        ref = want[samples, rows[0] : rows[1], :, groups].transpose(3, 0, 1, 2, 4)
-        np.testing.assert_array_equal(got, ref)
+    pieces = [(slice(0, 3), slice(0, 4), (0, want.shape[1])),
+              (slice(1, 2), slice(1, 3), (0, 3)),
+              (slice(0, 2), slice(2, 4), (2, want.shape[1]))]
+    for junk_first in (True, False):
+        for samples, groups, rows in pieces:
+            for _ in range(2):  # the second time into the same slot, borders kept
+                if junk_first:
+                    scratch("stage", 4096, np.float32)[...] = np.nan
+                    junk_first = False
+                got = blk.piece_group_major(samples, groups, rows, "stage")
+                ref = want[samples, rows[0] : rows[1], :, groups].transpose(3, 0, 1, 2, 4)
+                np.testing.assert_array_equal(got, ref)
+            scratch("stage", 4096, np.float32)[...] = np.nan  # another user of the slot
     # other padding modes and casts: not done here (the caller pads and stages)
     assert TileBlock(x, axes, spans, perm, n_axis=letters.index("N"), g_axis=letters.index("G"),
                      mode="reflect").piece_group_major(slice(0, 1), slice(0, 1), (0, 2),
-                                                       stage) is None
+                                                       "stage") is None
     assert TileBlock(x, axes, spans, perm, n_axis=letters.index("N"), g_axis=letters.index("G"),
                      mode="constant", dtype=np.float64).piece_group_major(
-        slice(0, 1), slice(0, 1), (0, 2), stage) is None
+        slice(0, 1), slice(0, 1), (0, 2), "stage") is None

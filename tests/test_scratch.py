@@ -67,3 +67,55 @@ def test_results_never_alias_scratch(layout, shape, wshape, kw, monkeypatch):
     second = lo.conv(rng.standard_normal(shape), w, layout=layout, kernel_layout=klayout, **kw)
     np.testing.assert_array_equal(first, kept)
     assert not np.shares_memory(first, second)
+
+
+def test_reused_key_is_forgotten_by_any_other_request():
+    ks.release()
+    a, same = ks.scratch_reused("k", 16, np.float32, "layout")
+    assert not same
+    b, same = ks.scratch_reused("k", 16, np.float32, "layout")
+    assert same and np.shares_memory(a, b)
+    _, same = ks.scratch_reused("k", 16, np.float32, "other layout")
+    assert not same
+    ks.scratch("k", 16, np.float32)
+    assert not ks.scratch_reused("k", 16, np.float32, "other layout")[1]
+    ks.scratch_reused("k", 16, np.float32, "layout")
+    ks.scratch_reused("k", 4096, np.float32, "layout")  # grown: a new buffer
+    assert not ks.scratch_reused("k", 16, np.float32, "layout")[1]  # ... asked differently
+    big = ks.MAX_CACHED_BYTES // 4 + 1
+    ks.scratch_reused("k", big, np.float32, "layout")
+    assert not ks.scratch_reused("k", big, np.float32, "layout")[1]  # never kept
+    ks.release()
+    assert not ks.scratch_reused("k", 16, np.float32, "layout")[1]
+
+
+def test_padded_blocks_in_scratch_keep_their_zero_borders():
+    """A padded block in a scratch slot skips its border fill when the slot held a block of
+    the same shape and box last time; any other use of the slot in between (garbage in the
+    borders) makes it fill them again."""
+    from layoutops.kernels.window import padded_block
+
+    ks.release()
+    rng = np.random.default_rng(0)
+    spans = ((-1, 6), (-2, 5))
+
+    def want(x):
+        return np.pad(x, ((0, 0), (1, 1), (2, 1)))
+
+    for step in range(4):
+        x = rng.standard_normal((2, 5, 4)).astype(np.float32)
+        if step == 2:
+            junk = ks.scratch("pb", 2 * 7 * 7, np.float32)
+            junk[...] = np.nan  # another user of the slot
+        if step == 3:
+            junk, _ = ks.scratch_reused("pb", 2 * 7 * 7, np.float32, "someone else")
+            junk[...] = np.nan
+        got = padded_block(x, (1, 2), spans, scratch_slot="pb")
+        np.testing.assert_array_equal(got, want(x))
+    # the same box with another fill value is another key
+    ks.release()
+    x = np.ones((1, 2, 2), np.float32)
+    padded_block(x, (1, 2), ((-1, 3), (-1, 3)), scratch_slot="pb")
+    got = padded_block(x, (1, 2), ((-1, 3), (-1, 3)), fill=5.0, scratch_slot="pb")
+    assert got[0, 0, 0] == 5.0 and got[0, 1, 1] == 1.0
+    ks.release()

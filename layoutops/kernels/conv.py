@@ -711,10 +711,8 @@ def _chunks_b(block, wmat, geometry, res, sizes, pix, cdtype):
             cols = buf[: gn * m * kc_].reshape(gn, ne - ns, re_ - rs, *pix[1:], *ksz, c)
             block_rows = (rs * stride0, (re_ - 1) * stride0 + extent0)
             if runs and _VOID_COPY and c < _ROW_ITEMS and _STAGE_FROM_INPUT:
-                stage = scratch("im2col stage", gc * nc * rows_in * math.prod(rest_in) * c,
-                                cdtype)
                 staged = block.piece_group_major(slice(ns, ne), slice(gs, ge), block_rows,
-                                                 stage)
+                                                 "im2col stage")
                 if staged is not None:
                     _copy_row_runs(cols, staged, geometry)
                     _chunk_gemm_b(cols.reshape(gn, m, kc_), wmat[gs:ge], res, ns, ne, rs,

@@ -12,6 +12,10 @@ size asked for, up to `MAX_CACHED_BYTES`; larger requests get a fresh array. A s
 is valid until the same thread asks for that slot again, so a call site must not hand it out
 (results are never scratch) nor ask for its slot twice at once. `release` frees the calling
 thread's buffers; they are also freed when the thread ends.
+
+`scratch_reused` also tells a caller whether the buffer it gets is the one it filled last time
+under the same *key*, untouched by any other request for the slot since: the parts its own
+writes never touch (the zero borders of a padded block) still hold what it left there.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["MAX_CACHED_BYTES", "scratch", "release", "cached_bytes"]
+__all__ = ["MAX_CACHED_BYTES", "scratch", "scratch_reused", "release", "cached_bytes"]
 
 #: the largest buffer a thread keeps between calls (bytes); larger requests are not cached
 MAX_CACHED_BYTES = 16 << 20
@@ -33,6 +37,14 @@ def _buffers() -> dict:
     if buffers is None:
         buffers = _LOCAL.buffers = {}
     return buffers
+
+
+def _keys() -> dict:
+    """slot -> (key, address, nbytes) of the last `scratch_reused` request for it."""
+    keys = getattr(_LOCAL, "keys", None)
+    if keys is None:
+        keys = _LOCAL.keys = {}
+    return keys
 
 
 def scratch(slot: str, size: int, dtype) -> np.ndarray:
@@ -48,6 +60,7 @@ def scratch(slot: str, size: int, dtype) -> np.ndarray:
     >>> a.shape, b.shape, np.shares_memory(a, b)
     ((10,), (4,), True)
     """
+    _keys().pop(slot, None)  # the caller may write anything into it
     dtype = np.dtype(dtype)
     nbytes = int(size) * dtype.itemsize
     if nbytes > MAX_CACHED_BYTES:
@@ -59,6 +72,36 @@ def scratch(slot: str, size: int, dtype) -> np.ndarray:
         buf = buffers[slot] = np.empty(max(nbytes, 1) + 64, np.uint8)
     start = (-buf.ctypes.data) % 64
     return buf[start : start + nbytes].view(dtype)
+
+
+def scratch_reused(slot: str, size: int, dtype, key) -> tuple[np.ndarray, bool]:
+    """`scratch`, and whether the buffer is the one the previous request for ``slot`` on this
+    thread got, asked for with the same ``key`` (hashable, equal keys meaning the same layout
+    of what the caller writes), with no other request for the slot in between: the cells the
+    caller's writes under ``key`` never touch then still hold what it left there. Never true
+    for buffers too large to keep (`MAX_CACHED_BYTES`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.scratch import scratch, scratch_reused
+    >>> a, same = scratch_reused("doc2", 8, np.float32, "borders")
+    >>> same
+    False
+    >>> a, same = scratch_reused("doc2", 8, np.float32, "borders")
+    >>> same
+    True
+    >>> _ = scratch("doc2", 8, np.float32)  # any other request forgets the key
+    >>> scratch_reused("doc2", 8, np.float32, "borders")[1]
+    False
+    """
+    previous = _keys().pop(slot, None)
+    arr = scratch(slot, size, dtype)
+    if arr.nbytes > MAX_CACHED_BYTES:
+        return arr, False
+    entry = (key, arr.ctypes.data, arr.nbytes, arr.dtype.str)
+    _keys()[slot] = entry
+    return arr, previous == entry
 
 
 def cached_bytes() -> int:
@@ -79,3 +122,4 @@ def cached_bytes() -> int:
 def release() -> None:
     """Free the calling thread's scratch buffers."""
     _buffers().clear()
+    _keys().clear()

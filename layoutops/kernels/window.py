@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .scratch import scratch
+from .scratch import scratch_reused
 
 __all__ = ["source_indices", "padded_block", "TileBlock", "window_view", "PAD_MODES"]
 
@@ -120,11 +120,18 @@ def padded_block(
         for ax, (lo, hi) in zip(axes, spans, strict=True):
             shape[ax] = hi - lo
             src[ax], dst[ax] = _inside(lo, hi, x.shape[ax])
+        borders = True
         if scratch_slot is None:
             out = np.empty(shape, dtype=dtype)
         else:
-            out = scratch(scratch_slot, math.prod(shape), dtype).reshape(shape)
-        _copy_padded(out, x[tuple(src)], axes, dst, fill)
+            # the copy writes the inside box only: when this thread's buffer held a block of
+            # the same shape, box and fill last time, its borders are still set
+            box = tuple((dst[ax].start, dst[ax].stop) for ax in axes)
+            key = ("padded block", tuple(shape), box, _fill_key(fill))
+            out, borders_set = scratch_reused(scratch_slot, math.prod(shape), dtype, key)
+            out = out.reshape(shape)
+            borders = not (borders_set and _REUSE_BORDERS)
+        _copy_padded(out, x[tuple(src)], axes, dst, fill, borders)
         return out
     # reflect / replicate / circular: gather from the bounding box of the sources, axis by axis
     box = [slice(None)] * x.ndim
@@ -218,13 +225,14 @@ class TileBlock:
                             ).transpose(self._perm)
 
     def piece_group_major(self, samples: slice, groups: slice, rows: tuple[int, int],
-                          stage: np.ndarray) -> np.ndarray | None:
-        """`piece` of a channels-last block ``(n, *S, G, c)``, zero-padded straight into the
-        flat buffer ``stage`` in group-major order ``(G, n, *S, c)``: one copy (each group's
-        ``c`` values moved as one opaque item) instead of a padded piece and a group-major
-        copy of it (grouped case of BENCH.md, one thread: 0.24 + 0.22 ms per call). ``None``
-        (nothing written) unless the padding is zeros, nothing is cast and the channels are
-        contiguous."""
+                          slot: str) -> np.ndarray | None:
+        """`piece` of a channels-last block ``(n, *S, G, c)``, zero-padded straight into this
+        thread's scratch slot ``slot`` in group-major order ``(G, n, *S, c)``: one copy (each
+        group's ``c`` values moved as one opaque item) instead of a padded piece and a
+        group-major copy of it (grouped case of BENCH.md, one thread: 0.24 + 0.22 ms per
+        call). The zero borders are set only when the slot did not hold a piece of the same
+        shape and box last time (`scratch.scratch_reused`). ``None`` (nothing written)
+        unless the padding is zeros, nothing is cast and the channels are contiguous."""
         xb = self._x.transpose(self._perm)  # (n, *S, G, c), spatial axes unpadded
         k = xb.ndim - 3
         itm = xb.itemsize
@@ -232,7 +240,6 @@ class TileBlock:
             self._mode != "constant"
             or (self._dtype is not None and np.dtype(self._dtype) != xb.dtype)
             or xb.strides[-1] != itm
-            or stage.dtype != xb.dtype
         ):
             return None
         first = self._spans[0][0]
@@ -240,16 +247,21 @@ class TileBlock:
         xs = xb[samples, ..., groups, :]
         n, g, c = xs.shape[0], xs.shape[-2], xs.shape[-1]
         shape = (g, n, *(hi - lo for lo, hi in spans), c)
-        out = stage[: math.prod(shape)].reshape(shape)
         src = [slice(None)] * (k + 3)
         dst = [slice(None)] * (k + 3)
         for i, (lo, hi) in enumerate(spans):
             src[1 + i], dst[2 + i] = _inside(lo, hi, xs.shape[1 + i])
-            for border in (slice(0, dst[2 + i].start), slice(dst[2 + i].stop, hi - lo)):
-                if border.start < border.stop:
-                    slab = [slice(None)] * (k + 3)
-                    slab[2 + i] = border
-                    out[tuple(slab)] = 0
+        box = tuple((d.start, d.stop) for d in dst[2:2 + k])
+        out, borders_set = scratch_reused(slot, math.prod(shape), xb.dtype,
+                                          ("group-major piece", shape, box))
+        out = out.reshape(shape)
+        if not (borders_set and _REUSE_BORDERS):
+            for i in range(k):
+                for border in (slice(0, dst[2 + i].start), slice(dst[2 + i].stop, shape[2 + i])):
+                    if border.start < border.stop:
+                        slab = [slice(None)] * (k + 3)
+                        slab[2 + i] = border
+                        out[tuple(slab)] = 0
         item = np.dtype((np.void, c * itm))
         inner = out[tuple(dst)].view(item)[..., 0]  # (G, n, *S)
         inner[...] = xs[tuple(src)].view(item)[..., 0].transpose(k + 1, *range(k + 1))
@@ -262,18 +274,32 @@ class TileBlock:
 PAD_PIECE_BYTES = 1 << 20
 
 
-def _copy_padded(out: np.ndarray, src: np.ndarray, axes, inner: list, fill) -> None:
-    """``out[inner] = src`` and ``fill`` around it, in pieces along the first axis."""
+#: a padded block built in a scratch slot that held a block of the same shape, box and fill
+#: the last time skips its border fill (`scratch.scratch_reused`)
+_REUSE_BORDERS = True
+
+
+def _fill_key(fill):
+    """``fill`` as part of a scratch key: its type and value (a NaN never matches)."""
+    return (type(fill).__name__, fill if fill == fill else object())
+
+
+def _copy_padded(out: np.ndarray, src: np.ndarray, axes, inner: list, fill,
+                 borders: bool = True) -> None:
+    """``out[inner] = src`` and ``fill`` around it (unless not ``borders``: already set), in
+    pieces along the first axis."""
     dst = tuple(inner)
     if 0 in axes or out.shape[0] < 2 or out.nbytes <= PAD_PIECE_BYTES:
         out[dst] = src
-        _fill_borders(out, axes, inner, fill)
+        if borders:
+            _fill_borders(out, axes, inner, fill)
         return
     step = max(1, PAD_PIECE_BYTES // (out.nbytes // out.shape[0]))
     for i in range(0, out.shape[0], step):
         piece = out[i : i + step]
         piece[dst] = src[i : i + step]
-        _fill_borders(piece, axes, inner, fill)
+        if borders:
+            _fill_borders(piece, axes, inner, fill)
 
 
 def _fill_borders(out: np.ndarray, axes, inner: list, fill) -> None:
