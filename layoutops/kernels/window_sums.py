@@ -61,16 +61,14 @@ def applies(x: np.ndarray, axes, geom: Geometry) -> bool:
     """
     if x.dtype not in (np.float32, np.float64) or x.size == 0:
         return False
-    inner = int(np.argmin([abs(s) if n > 1 else math.inf for s, n in
-                           zip(x.strides, x.shape, strict=True)]))
-    if inner in axes or x.strides[inner] != x.itemsize or x.shape[inner] < MIN_RUN:
+    if math.prod(geom.kernel_sizes) > MAX_TAPS_PER_STRIDE * math.prod(geom.strides):
         return False
     for i in range(len(axes)):
         last = (geom.out_sizes[i] - 1) * geom.strides[i] + geom.extents[i]
         if geom.pads[i][0] != 0 or last > geom.in_sizes[i]:
             return False
-    taps = math.prod(geom.kernel_sizes)
-    return taps <= MAX_TAPS_PER_STRIDE * math.prod(geom.strides)
+    inner = min(range(x.ndim), key=lambda a: abs(x.strides[a]) if x.shape[a] > 1 else math.inf)
+    return inner not in axes and x.strides[inner] == x.itemsize and x.shape[inner] >= MIN_RUN
 
 
 def window_sums(x: np.ndarray, axes, geom: Geometry, out: np.ndarray, scale=None,
