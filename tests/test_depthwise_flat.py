@@ -21,11 +21,26 @@ from layoutops.kernels.threads import set_num_threads
 from layoutops.ops import grad as ograd
 
 
+def _depthwise_route(monkeypatch):
+    """``algorithm="auto"`` resolves to ``direct`` for every depthwise conv, whatever its
+    groups, outputs per group and layout: the tiny shapes here (a few channels) would
+    otherwise go to ``im2col`` (`kconv.choose_algorithm`, tested in test_conv.py)."""
+    real = kconv.choose_algorithm
+
+    def direct_for_depthwise(algorithm, c_per_group, *args, **kwargs):
+        if algorithm == "auto" and c_per_group == 1:
+            return "direct"
+        return real(algorithm, c_per_group, *args, **kwargs)
+
+    monkeypatch.setattr(kconv, "choose_algorithm", direct_for_depthwise)
+
+
 @pytest.fixture
 def forced(monkeypatch):
     """The flat path on tiny inputs in chunks of a few rows, several row blocks per chunk for
     channels-first outputs, and scratch buffers with NaN after their end (a view reading past
     its chunk poisons the result); records the calls that took the path."""
+    _depthwise_route(monkeypatch)
     monkeypatch.setattr(depthwise_flat, "CHUNK_ELEMS", 150)
     monkeypatch.setattr(depthwise_flat, "OUT_ROWS", 2)
 
@@ -154,6 +169,7 @@ def _depthwise_vjp_ref(x, w, g, strides, pads, dilations):
 def fused_grads(monkeypatch):
     """Small chunks, as in `forced`; records the depthwise weight gradients and transposed
     convolutions that took the fused path."""
+    _depthwise_route(monkeypatch)
     monkeypatch.setattr(depthwise_flat, "CHUNK_ELEMS", 150)
     monkeypatch.setattr(depthwise_flat, "OUT_ROWS", 2)
     weights = record_taken(monkeypatch, ograd, "depthwise_weight_grad", taken=lambda r: True)

@@ -53,8 +53,9 @@ Strategies (``algorithm=``):
     at all, and a stride along the width reads the ``(rows, W_out, C)`` tap views in place
     (runs of ``C`` contiguous values) instead of computing every column and dropping half.
 ``"auto"``
-    Depthwise (one input channel per group) -> ``direct`` (``im2col`` for a strided
-    channels-first depthwise conv); otherwise ``im2col``, which was the fastest or as fast
+    Depthwise (one input channel per group) with few outputs per group among many groups
+    -> ``direct`` (`choose_algorithm`: a one-channel input with ``groups=1``, or a large
+    channel multiplier, takes ``im2col``); otherwise ``im2col``, which was the fastest or as fast
     as the others on every GEMM-bound shape of BENCH.md on the 2-core test machine (1 and
     2 threads, interleaved runs), and the most robust when another process shares the cores.
 
@@ -114,20 +115,48 @@ PADDING_MODES = {
 
 
 
-def choose_algorithm(algorithm: str, c_per_group: int) -> str:
+def choose_algorithm(algorithm: str, c_per_group: int, o_per_group: int = 1, groups: int = 1,
+                     channels_last: bool = False, n_spatial: int = 2) -> str:
     """The strategy ``"auto"`` resolves to (other names are returned unchanged).
 
-    Depthwise (one input channel per group) -> ``direct`` (with zero padding, one fused
-    einsum per chunk in either layout: faster than ``im2col`` with strides too, e.g.
-    8x96x112x112 3x3 stride 2 channels-first 13.9 -> 10.8 ms); everything else ->
-    ``im2col``. (``per_tap`` on the channels-first resnet 3x3 layer of BENCH.md measured
-    5-10% faster at 1 thread, equal at 2 threads, and 2-5x slower at 2 threads when the
-    other core was busy: its nine GEMMs per tile each wait for BLAS's slowest thread; so
-    ``auto`` keeps the one GEMM of ``im2col``.)
+    ``direct`` for depthwise convolutions (one input channel per group) with few outputs per
+    group among many groups: channels-last, at most ``min(4, groups // 8)`` outputs per group
+    (at least 1); channels-first (1-D/2-D), one output per group and at least 16 groups.
+    Everything else -> ``im2col``. The direct sums cost grows with the outputs per group,
+    while ``im2col`` shares one column copy among them: a conv of a one-channel input
+    (``groups = 1``: grayscale images, waveforms, volumes) went to ``direct`` before and ran
+    10-25x slower than ``im2col`` (8x1x224x224 -> 32 3x3: 142 / 131 ms against 10.8 / 11.7
+    ms channels-last / -first; 2x1x32x64x64 -> 16 3-D: 121 / 29 against 4.9 / 4.3 ms).
+    Measured crossovers (8 samples, 3x3, ms ``im2col`` / ``direct``, 2-core test machine):
+    channels-last 32 groups 56x56, 2 outputs per group 6.6 / 3.5, 4: 8.4 / 6.1, 8: 9.4 /
+    14.3; 16 groups 2: 3.2 / 2.6, 4: 4.1 / 4.5; 8 groups 1: 1.9 / 0.8, 2: 1.9 / 1.9;
+    channels-first, one output per group, 56x56: 8 groups 1.05 / 1.56, 32 groups 2.8 / 2.3,
+    96 groups 8.2 / 5.2; 3-D 32 groups channels-first 8.3 / 10.1, channels-last 23 / 16.
+
+    With zero padding the 1-D/2-D direct sums are one fused einsum per chunk in either
+    layout (faster than ``im2col`` with strides too, e.g. 8x96x112x112 3x3 stride 2
+    channels-first 13.9 -> 10.8 ms). (``per_tap`` on the channels-first resnet 3x3 layer of
+    BENCH.md measured 5-10% faster at 1 thread, equal at 2 threads, and 2-5x slower at 2
+    threads when the other core was busy: its nine GEMMs per tile each wait for BLAS's
+    slowest thread; so ``auto`` keeps the one GEMM of ``im2col``.)
+
+    Examples
+    --------
+    >>> from layoutops.kernels.conv import choose_algorithm
+    >>> choose_algorithm("auto", 1, 1, groups=96)  # depthwise
+    'direct'
+    >>> choose_algorithm("auto", 1, 32, groups=1, channels_last=True)  # a one-channel input
+    'im2col'
     """
     if algorithm != "auto":
         return algorithm
-    return "direct" if c_per_group == 1 else "im2col"
+    if c_per_group != 1:
+        return "im2col"
+    if channels_last:
+        direct = o_per_group <= min(4, max(1, groups // 8))
+    else:
+        direct = o_per_group == 1 and groups >= 16 and n_spatial <= 2
+    return "direct" if direct else "im2col"
 
 
 def conv_forward(
@@ -184,7 +213,7 @@ def conv_forward(
             out += bias.reshape(shape).astype(dtype)
         return out
     form = "A" if _channels_first(out_letters) else "B"
-    algorithm = choose_algorithm(algorithm, c_per)
+    algorithm = choose_algorithm(algorithm, c_per, o_per, groups, form == "B", len(spatial))
     if (
         algorithm == "direct"
         and padding_mode == "zeros"
@@ -945,7 +974,17 @@ def _im2col_depth(block, wmat, geometry, tgt, cdtype, pix):
     )  # (n, Db, *P_inner, 1, c, kh, kw)
     pin = math.prod(pix[1:])
     cols = np.empty((n, db, *pix[1:], *inner_k, c), dtype=cdtype)
-    _copy(cols, win[..., 0, :, :, :].transpose(0, 1, 2, 3, 5, 6, 4))
+    b = block[..., 0, :]  # (n, Db, H, W, c)
+    if (_DEPTH_ROW_RUNS and geometry.dilations[-1] == 1 and c < _ROW_ITEMS
+            and b.strides[-1] == b.itemsize and b.strides[-2] == c * b.itemsize
+            and b.dtype == cdtype):
+        # each kernel row's kw * c values as one item, the depth rows as samples
+        inner = Geometry(b.shape[2:4], inner_k, geometry.strides[1:], geometry.dilations[1:],
+                         ((0, 0), (0, 0)), tuple(pix[1:]))
+        _copy_row_runs(cols.reshape(1, n * db, *cols.shape[2:]),
+                       b.reshape(1, n * db, *b.shape[2:]), inner)
+    else:
+        _copy(cols, win[..., 0, :, :, :].transpose(0, 1, 2, 3, 5, 6, 4))
     kin = math.prod(inner_k) * c
     cols = cols.reshape(n, db * pin, kin)
     wk = wmat[0].reshape(kd, kin, o)
@@ -1017,6 +1056,8 @@ _GROUPS_INTO_OUT = True
 #: 3-D, one group, unit depth stride: columns over (kh, kw) only, depth taps as GEMMs on
 #: slices (`_im2col_depth`, `_im2col_depth_a`)
 _DEPTH_COLUMNS = True
+#: ... copied as kernel rows (kw * c values) per item, channels-last with short channel runs
+_DEPTH_ROW_RUNS = True
 #: ... whose chunks are sized by those columns, not by the full im2col's
 _DEPTH_ROW_BYTES = True
 

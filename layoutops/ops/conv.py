@@ -146,8 +146,9 @@ def conv(
         ``"im2col"``: per output tile one contiguous column copy and one GEMM;
         ``"per_tap"``: one GEMM per kernel offset on a shifted strided view, no column buffer;
         ``"direct"``: multiply-accumulate over kernel offsets with ufuncs, for depthwise;
-        ``"auto"``: ``direct`` for depthwise (unless strided channels-first), else
-        ``im2col``. All give the same result up to rounding (see `layoutops.kernels.conv`).
+        ``"auto"``: ``direct`` for depthwise convs with many groups and at most a few
+        outputs per group (`layoutops.kernels.conv.choose_algorithm`), else ``im2col``.
+        All give the same result up to rounding (see `layoutops.kernels.conv`).
 
     Returns
     -------
