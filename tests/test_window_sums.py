@@ -16,6 +16,13 @@ import layoutops.kernels.pool as kpool
 from layoutops.kernels import threads, window_sums
 
 CHANNELS = window_sums.MIN_RUN + 3  # odd, and enough for the einsum path
+REAL_MIN_BYTES = window_sums.MIN_BYTES
+
+
+@pytest.fixture(autouse=True)
+def tiny_inputs_qualify(monkeypatch):
+    """The einsum path on inputs of a few KiB (it starts at a few MiB)."""
+    monkeypatch.setattr(window_sums, "MIN_BYTES", 0)
 
 
 @pytest.fixture
@@ -109,6 +116,20 @@ def test_declines_go_to_the_separable_passes(why, shape, layout, kwargs, calls):
     r = _data(shape, seed=3)
     lo.avg_pool(r, layout=layout, **kwargs)
     assert calls == [], why
+
+
+def test_small_inputs_go_to_the_separable_passes(monkeypatch, calls):
+    monkeypatch.setattr(window_sums, "MIN_BYTES", REAL_MIN_BYTES)
+    small = np.zeros((8, 16, 16, window_sums.MIN_RUN), np.float32)  # 0.5 MiB
+    lo.avg_pool(small, 2, layout="NHWC")
+    assert calls == []
+    # the bound scales with the run: half the bytes with twice the channels
+    run = window_sums.MIN_RUN
+    n = REAL_MIN_BYTES // (4 * 4 * 16 * 16 * run)  # n x 16 x 16 x 2 run: half the bytes
+    lo.avg_pool(np.zeros((2 * n, 16, 16, run), np.float32), 2, layout="NHWC")
+    assert calls == []
+    lo.avg_pool(np.zeros((n, 16, 16, 2 * run), np.float32), 2, layout="NHWC")
+    assert len(calls) == 1
 
 
 def test_half_types_keep_their_float32_accumulation(calls):

@@ -37,6 +37,12 @@ __all__ = ["window_sums"]
 #: ms separable / einsum: 8x64x64x16 0.40 / 0.61, x32 0.64 / 0.73, x64 1.93 / 0.84;
 #: 8x128x128x32 1.47 / 1.92; 3-D 2x16x32x32x32 0.69 / 0.80, x64 1.96 / 0.90)
 MIN_RUN = 64
+#: inputs of at least this many bytes at `MIN_RUN` values per run, proportionally fewer with
+#: longer runs: small inputs stay in cache between the separable passes, and einsum's inner
+#: loop costs more there (7-round A/Bs, avg 2x2 stride 2, us separable / einsum: 8x16x16x64
+#: 102 / 112, 8x32x32x64 386 / 427, 8x46x46x64 652 / 607; 4x32x32x128 366 / 332,
+#: 8x16x16x256 377 / 335)
+MIN_BYTES = 4 << 20
 #: windows of at most this many taps per output cell of stride (``prod(k) / prod(s)``)
 MAX_TAPS_PER_STRIDE = 2.25
 #: inputs smaller than this stay on the calling thread (a hand-off costs ~0.1 ms here)
@@ -45,8 +51,8 @@ PARALLEL_BYTES = 1 << 20
 
 def applies(x: np.ndarray, axes, geom: Geometry) -> bool:
     """True if `window_sums` takes ``x``: float32/float64, every window inside the input,
-    a channels-last memory order with a run of at least `MIN_RUN` values, and few enough
-    taps per stride.
+    a channels-last memory order with a run of at least `MIN_RUN` values, large enough
+    (`MIN_BYTES`), and few enough taps per stride.
 
     Examples
     --------
@@ -54,9 +60,9 @@ def applies(x: np.ndarray, axes, geom: Geometry) -> bool:
     >>> from layoutops.kernels.geometry import Geometry
     >>> from layoutops.kernels.window_sums import applies
     >>> g = Geometry((8, 8), (2, 2), (2, 2), (1, 1), ((0, 0), (0, 0)), (4, 4))
-    >>> applies(np.zeros((1, 8, 8, 64), np.float32), (1, 2), g)
+    >>> applies(np.zeros((512, 8, 8, 64), np.float32), (1, 2), g)
     True
-    >>> applies(np.zeros((1, 64, 8, 8), np.float32), (2, 3), g)  # channels-first
+    >>> applies(np.zeros((512, 64, 8, 8), np.float32), (2, 3), g)  # channels-first
     False
     """
     if x.dtype not in (np.float32, np.float64) or x.size == 0:
@@ -68,7 +74,9 @@ def applies(x: np.ndarray, axes, geom: Geometry) -> bool:
         if geom.pads[i][0] != 0 or last > geom.in_sizes[i]:
             return False
     inner = min(range(x.ndim), key=lambda a: abs(x.strides[a]) if x.shape[a] > 1 else math.inf)
-    return inner not in axes and x.strides[inner] == x.itemsize and x.shape[inner] >= MIN_RUN
+    run = x.shape[inner]
+    return (inner not in axes and x.strides[inner] == x.itemsize and run >= MIN_RUN
+            and x.nbytes * run >= MIN_BYTES * MIN_RUN)
 
 
 def window_sums(x: np.ndarray, axes, geom: Geometry, out: np.ndarray, scale=None,
