@@ -975,10 +975,11 @@ def _im2col_depth(block, wmat, geometry, tgt, cdtype, pix):
     pin = math.prod(pix[1:])
     cols = np.empty((n, db, *pix[1:], *inner_k, c), dtype=cdtype)
     b = block[..., 0, :]  # (n, Db, H, W, c)
-    if (_DEPTH_ROW_RUNS and geometry.dilations[-1] == 1 and c < _ROW_ITEMS
-            and b.strides[-1] == b.itemsize and b.strides[-2] == c * b.itemsize
+    if (_DEPTH_ROW_RUNS and geometry.dilations[-1] == 1 and c * b.itemsize < _DEPTH_RUN_BYTES
+            and (c == 1 or b.strides[-1] == b.itemsize) and b.strides[-2] == c * b.itemsize
             and b.dtype == cdtype):
-        # each kernel row's kw * c values as one item, the depth rows as samples
+        # each kernel row's kw * c values as one item, the depth rows as samples (one
+        # channel: the stride of that axis never counts)
         inner = Geometry(b.shape[2:4], inner_k, geometry.strides[1:], geometry.dilations[1:],
                          ((0, 0), (0, 0)), tuple(pix[1:]))
         _copy_row_runs(cols.reshape(1, n * db, *cols.shape[2:]),
@@ -1056,8 +1057,12 @@ _GROUPS_INTO_OUT = True
 #: 3-D, one group, unit depth stride: columns over (kh, kw) only, depth taps as GEMMs on
 #: slices (`_im2col_depth`, `_im2col_depth_a`)
 _DEPTH_COLUMNS = True
-#: ... copied as kernel rows (kw * c values) per item, channels-last with short channel runs
+#: ... copied as kernel rows (kw * c values) per item, channels-last, when a pixel's channels
+#: are shorter than `_DEPTH_RUN_BYTES` (9-round A/Bs, ms, element copy / row items:
+#: 4x8x28x28x4 -> 16 2.00 / 1.79, 2x32x64x64x2 -> 16 7.65 / 6.79; with 8 float32 channels,
+#: the 3-D case of BENCH.md, 2.55 / 2.59, and 16: 6.56 / 6.53)
 _DEPTH_ROW_RUNS = True
+_DEPTH_RUN_BYTES = 32
 #: ... whose chunks are sized by those columns, not by the full im2col's
 _DEPTH_ROW_BYTES = True
 
