@@ -390,3 +390,45 @@ def test_property_depthwise_matches_reference(n, c, mult, h, w_, kernel, stride,
             np.testing.assert_allclose(gw, want_w, rtol=1e-12, atol=1e-12)
             np.testing.assert_allclose(act_from(gx, layout, "NCHW"), want_x, rtol=1e-12,
                                        atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [True, False], ids=["last", "first"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_width_strides_by_phase_match_reference(channels_last, threads, forced, monkeypatch):
+    """Strided (undilated along the width) chunks stored by column phase (`_phase_piece`):
+    every strided case of the table, with NaN past and around the written cells of the
+    scratch (`forced`), against the reference; and the same cases by runs of C values."""
+    pieces = []
+    real = depthwise_flat._phase_piece
+
+    def spy(*args):
+        pieces.append(args[0].shape)
+        return real(*args)
+
+    monkeypatch.setattr(depthwise_flat, "_phase_piece", spy)
+    strided = [c for c in _CASES if c[4][-1] > 1 and c[3][-1] == 1]
+    assert len(strided) >= 3
+    for phases in (True, False):
+        monkeypatch.setattr(depthwise_flat, "_PHASES", phases)
+        for shape, ksize, pads, dilation, stride in strided:
+            rng = np.random.default_rng(sum(shape))
+            x = rng.standard_normal(shape)
+            c = shape[1]
+            w = rng.standard_normal((c, 1, *ksize))
+            want = conv_ref(x, w, None, strides=stride, pads=pads, dilations=dilation, groups=c)
+            n_sp = len(ksize)
+            canon = "NCW" if n_sp == 1 else "NCHW"
+            layout = ("NWC" if n_sp == 1 else "NHWC") if channels_last else canon
+            kernel = np.moveaxis(w, (0, 1), (-1, -2)) if channels_last else w
+            previous = set_num_threads(threads)
+            try:
+                got = lo.conv(act_to(x, canon, layout), kernel, padding=[tuple(p) for p in pads],
+                              dilation=dilation, stride=stride, groups=c, layout=layout)
+            finally:
+                set_num_threads(previous)
+            np.testing.assert_allclose(act_from(got, layout, canon), want, rtol=1e-12,
+                                       atol=1e-12)
+        if phases:
+            assert pieces, "no chunk was stored by phase"
+            pieces.clear()
+    assert not pieces  # with phases off, none

@@ -63,6 +63,18 @@ ROW_WEIGHT_ELEMS = 1 << 20
 OUT_ROWS = 16
 
 
+#: forward convs with a width stride (undilated) and fewer than `PHASE_RUN_BYTES` of channels
+#: per pixel store each chunk's columns by phase (`_Chunks.taps`, `_phase_piece`): einsum's
+#: contiguous form over whole rows instead of its loop over runs of C values, at the price of
+#: zero taps up to a multiple of the stride (3x3 stride 2: 4 column taps per row, not 3).
+#: 5-round A/Bs, 3x3 stride 2, ms channels-last / -first, runs -> phases: 8x112x112x16 2.69 /
+#: 3.10 -> 1.67 / 2.61, x32 3.49 / 4.54 -> 2.58 / 4.06, x48 4.05 / 5.31 -> 3.26 / 4.84; x64
+#: 5.51 / 7.51 -> 4.92 / 7.10 but 8x56x56x64 1.59 / 2.26 -> 1.62 / 2.58, and 96 channels and
+#: more 3-35% slower (the extra taps cost more than the short runs saved)
+_PHASES = True
+PHASE_RUN_BYTES = 256
+
+
 def rows_view(arr: np.ndarray, letters: str, spatial: str, tail: str) -> np.ndarray:
     """``arr`` (axes ``letters``) as the view ``(N, H, W, *tail)`` this module's functions
     take, whatever its layout: a unit row axis ``H`` for one spatial axis.
@@ -96,7 +108,7 @@ class _Chunks:
     """The chunks of a depthwise convolution's output (``rows`` x ``q`` cells of one sample)
     and, per chunk, the view of its kernel taps over the padded input piece in scratch."""
 
-    def __init__(self, x_shape, out_shape, sizes, cdtype):
+    def __init__(self, x_shape, out_shape, sizes, cdtype, phases: bool = False):
         (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)) = sizes
         n, _, _, c = x_shape
         ho, wo = out_shape[1:3]
@@ -111,10 +123,18 @@ class _Chunks:
         q = max(1, min(wo, cap // (kh * kw * c)))
         self.q = q = -(-wo // -(-wo // q))  # equal column tiles
         width = (q - 1) * sw + self.spread + 1  # input columns of a tile
+        # a width stride (undilated): the piece's columns stored by phase (column mod sw), so
+        # that the taps of one phase are contiguous runs again (`taps`)
+        self.phased = (phases and _PHASES and sw > 1 and dw == 1
+                       and c * self.cdtype.itemsize < PHASE_RUN_BYTES)
+        self.per_phase = -(-kw // sw) if self.phased else kw  # taps per phase, T
+        if self.phased:
+            width = sw * -(-width // sw)
         rows = max(1, min(ho, (chunk // (width * c) - self.halo - 1) // sh + 1))
         self.rows = rows = -(-ho // -(-ho // rows))  # equal row chunks
         self.buffer = ((rows - 1) * sh + self.halo + 1) * width * c
-        self.contiguous = sw == 1  # a tap's values on an output row are one contiguous run
+        # a tap's values on an output row are one contiguous run
+        self.contiguous = sw == 1 or self.phased
         self.items = [(ni, r0, q0, min(ho, r0 + rows) - r0, min(wo, q0 + q) - q0)
                       for ni in range(n) for r0 in range(0, ho, rows) for q0 in range(0, wo, q)]
 
@@ -128,6 +148,16 @@ class _Chunks:
         c, isz = self.c, self.cdtype.itemsize
         buf = scratch("depthwise flat input", self.buffer, self.cdtype)
         hb, wb = (n_r - 1) * sh + self.halo + 1, (n_q - 1) * sw + self.spread + 1
+        if self.phased:
+            # (hb, sw, wbp, C): input column q0 * sw - pw + p + sw * m at [.., p, m, :];
+            # tap j = p + sw * t of output column v reads [.., p, v + t, :]
+            wbp = -(-wb // sw)
+            prow = sw * wbp * c
+            _phase_piece(buf[: hb * prow].reshape(hb, sw, wbp, c), x[ni], r0 * sh - ph,
+                         q0 * sw - pw, wb)
+            return np.ndarray((n_r, kh, sw, self.per_phase, n_q * c), self.cdtype, buf,
+                              strides=(sh * prow * isz, dh * prow * isz, wbp * c * isz,
+                                       c * isz, isz))
         row = wb * c
         _padded_piece(buf[: hb * row].reshape(hb, wb, c), x[ni], r0 * sh - ph, q0 * sw - pw)
         if self.contiguous:
@@ -160,15 +190,25 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
     """
     w = w if w.ndim == 4 else w[..., None]  # (kh, kw, C, M)
     mult = w.shape[3]
-    plan = _Chunks(x.shape, out.shape, sizes, cdtype)
+    plan = _Chunks(x.shape, out.shape, sizes, cdtype, phases=True)
     kh, kw = sizes[0]
     c, q = plan.c, plan.q
-    if plan.contiguous:  # per m, (kh, kw, q * C): each tap's weights repeated along q columns
+    if plan.phased:
+        # taps by phase: (kh, sw, T, C, M), tap j = p + sw * t, zero weights past the last
+        sw, per = sizes[1][1], plan.per_phase
+        wp = np.zeros((kh, sw * per, c, mult), w.dtype)
+        wp[:, :kw] = w
+        w = wp.reshape(kh, per, sw, c, mult).transpose(0, 2, 1, 3, 4)
+        kw = (sw, per)
+    else:
+        kw = (kw,)
+    if plan.contiguous:  # per m, (kh, *kw, q * C): each tap's weights repeated along q columns
         weights = [
-            np.ascontiguousarray(np.broadcast_to(w[:, :, None, :, m], (kh, kw, q, c))).reshape(
-                kh, kw, q * c)
+            np.ascontiguousarray(
+                np.broadcast_to(w[..., None, :, m], (kh, *kw, q, c))).reshape(kh, *kw, q * c)
             for m in range(mult)
         ]
+    cols = "pt" if plan.phased else "j"  # the kernel-column axes: (phase, tap) or (tap,)
     isz = plan.cdtype.itemsize
     # one output channel per input channel and runs of C contiguous values in ``cdtype`` (whole
     # rows, or a strided view: the phases of a transposed conv): einsum writes there
@@ -183,10 +223,11 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
         r_, q_ = dst.shape[:2]
         if plan.contiguous and dst.strides[1] == c * isz:
             # (r, q * C): a view, the last two axes being contiguous
-            np.einsum("rijk,ijk->rk", taps, weights[m][:, :, : q_ * c],
+            np.einsum(f"ri{cols}k,i{cols}k->rk", taps, weights[m][..., : q_ * c],
                       out=dst.reshape(r_, q_ * c))
         else:
-            np.einsum("rijqc,ijc->rqc", taps.reshape(r_, kh, kw, q_, c), w[..., m], out=dst)
+            np.einsum(f"ri{cols}qc,i{cols}c->rqc", taps.reshape(r_, kh, *kw, q_, c), w[..., m],
+                      out=dst)
 
     def run(part):
         for ni, r0, q0, n_r, n_q in part:
@@ -253,6 +294,35 @@ def depthwise_weight_grad(x, g, sizes, cdtype) -> np.ndarray:
     for part_sum in sums:
         total += part_sum
     return total
+
+
+def _phase_piece(piece, xs, top, left, width) -> None:
+    """``piece`` ``(hb, s, wbp, C)`` = the rows ``top ..`` and the ``width`` columns ``left
+    ..`` of the sample ``xs`` ``(H, W, C)`` stored by phase: column ``left + p + s * m`` at
+    ``piece[:, p, m]``; zeros where a cell falls outside ``xs`` or past ``width``."""
+    hb, s, wbp = piece.shape[:3]
+    hi, wi = xs.shape[:2]
+    a, b = max(top, 0), min(top + hb, hi)
+    if b <= a:
+        piece[...] = 0
+        return
+    if a > top:
+        piece[: a - top] = 0
+    if b - top < hb:
+        piece[b - top :] = 0
+    rows = piece[a - top : b - top]
+    end = min(wi, left + width)  # columns past this are zero
+    for p in range(s):
+        first = left + p  # the input column of m = 0
+        m_lo = max(0, -(first // s) if first < 0 else 0)
+        m_hi = min(wbp, -(-(end - first) // s)) if end > first else 0
+        if m_hi > m_lo:
+            c0 = first + s * m_lo
+            rows[:, p, m_lo:m_hi] = xs[a:b, c0 : c0 + s * (m_hi - m_lo - 1) + 1 : s]
+        else:
+            m_lo = m_hi = 0
+        rows[:, p, :m_lo] = 0
+        rows[:, p, m_hi:] = 0
 
 
 def _padded_piece(piece, xs, top, left) -> None:
