@@ -71,22 +71,55 @@ def test_results_never_alias_scratch(layout, shape, wshape, kw, monkeypatch):
 
 def test_reused_key_is_forgotten_by_any_other_request():
     ks.release()
-    a, same = ks.scratch_reused("k", 16, np.float32, "layout")
+
+    def ask(size, key):
+        arr, same = ks.scratch_reused("k", size, np.float32, key)
+        ks.filled("k", arr, key)
+        return arr, same
+
+    a, same = ask(16, "layout")
     assert not same
-    b, same = ks.scratch_reused("k", 16, np.float32, "layout")
+    b, same = ask(16, "layout")
     assert same and np.shares_memory(a, b)
-    _, same = ks.scratch_reused("k", 16, np.float32, "other layout")
-    assert not same
-    ks.scratch("k", 16, np.float32)
-    assert not ks.scratch_reused("k", 16, np.float32, "other layout")[1]
-    ks.scratch_reused("k", 16, np.float32, "layout")
-    ks.scratch_reused("k", 4096, np.float32, "layout")  # grown: a new buffer
-    assert not ks.scratch_reused("k", 16, np.float32, "layout")[1]  # ... asked differently
+    assert not ask(16, "other layout")[1]
+    ks.scratch("k", 16, np.float32)  # a plain request
+    assert not ask(16, "other layout")[1]
+    ask(16, "layout")
+    ask(4096, "layout")  # grown: a new buffer
+    assert not ask(16, "layout")[1]  # ... asked with another size: another entry
     big = ks.MAX_CACHED_BYTES // 4 + 1
-    ks.scratch_reused("k", big, np.float32, "layout")
-    assert not ks.scratch_reused("k", big, np.float32, "layout")[1]  # never kept
+    ask(big, "layout")
+    assert not ask(big, "layout")[1]  # never kept
+    ask(16, "layout")
+    ks.scratch_reused("k", 16, np.float32, "layout")  # not marked filled afterwards
+    assert not ask(16, "layout")[1]
+    ask(16, "layout")
     ks.release()
-    assert not ks.scratch_reused("k", 16, np.float32, "layout")[1]
+    assert not ask(16, "layout")[1]
+
+
+def test_a_failed_fill_leaves_no_key(monkeypatch):
+    """A padded block whose copy raised half-way (its borders garbage) is not trusted next
+    time."""
+    from layoutops.kernels import window
+
+    ks.release()
+    x = np.ones((1, 3, 3), np.float32)
+    spans = ((-1, 4), (-1, 4))
+    window.padded_block(x, (1, 2), spans, scratch_slot="pb")
+    real = window._copy_padded
+
+    def broken(out, *args):
+        out[...] = np.nan
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(window, "_copy_padded", broken)
+    with pytest.raises(KeyboardInterrupt):
+        window.padded_block(x, (1, 2), spans, scratch_slot="pb")
+    monkeypatch.setattr(window, "_copy_padded", real)
+    got = window.padded_block(x, (1, 2), spans, scratch_slot="pb")
+    np.testing.assert_array_equal(got, np.pad(x, ((0, 0), (1, 1), (1, 1))))
+    ks.release()
 
 
 def test_padded_blocks_in_scratch_keep_their_zero_borders():

@@ -13,9 +13,10 @@ is valid until the same thread asks for that slot again, so a call site must not
 (results are never scratch) nor ask for its slot twice at once. `release` frees the calling
 thread's buffers; they are also freed when the thread ends.
 
-`scratch_reused` also tells a caller whether the buffer it gets is the one it filled last time
-under the same *key*, untouched by any other request for the slot since: the parts its own
-writes never touch (the zero borders of a padded block) still hold what it left there.
+`scratch_reused` also tells a caller whether the buffer it gets is the one it marked `filled`
+last time under the same *key*, untouched by any other request for the slot since: the parts
+its own writes never touch (the zero borders of a padded block) still hold what it left
+there.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["MAX_CACHED_BYTES", "scratch", "scratch_reused", "release", "cached_bytes"]
+__all__ = ["MAX_CACHED_BYTES", "scratch", "scratch_reused", "filled", "release",
+           "cached_bytes"]
 
 #: the largest buffer a thread keeps between calls (bytes); larger requests are not cached
 MAX_CACHED_BYTES = 16 << 20
@@ -40,7 +42,7 @@ def _buffers() -> dict:
 
 
 def _keys() -> dict:
-    """slot -> (key, address, nbytes) of the last `scratch_reused` request for it."""
+    """slot -> (key, address, nbytes, dtype) of the buffer last marked `filled`."""
     keys = getattr(_LOCAL, "keys", None)
     if keys is None:
         keys = _LOCAL.keys = {}
@@ -75,33 +77,41 @@ def scratch(slot: str, size: int, dtype) -> np.ndarray:
 
 
 def scratch_reused(slot: str, size: int, dtype, key) -> tuple[np.ndarray, bool]:
-    """`scratch`, and whether the buffer is the one the previous request for ``slot`` on this
-    thread got, asked for with the same ``key`` (hashable, equal keys meaning the same layout
-    of what the caller writes), with no other request for the slot in between: the cells the
-    caller's writes under ``key`` never touch then still hold what it left there. Never true
-    for buffers too large to keep (`MAX_CACHED_BYTES`).
+    """`scratch`, and whether the buffer is the one this thread last marked with `filled`
+    under ``key`` (hashable, equal keys meaning the same layout of what the caller writes),
+    with no other request for the slot in between: the cells the caller's writes under
+    ``key`` never touch then still hold what it left there. Never true for buffers too large
+    to keep (`MAX_CACHED_BYTES`). Mark the buffer with `filled` once it is written (not
+    before: an exception half-way must not leave a key behind).
 
     Examples
     --------
     >>> import numpy as np
-    >>> from layoutops.kernels.scratch import scratch, scratch_reused
+    >>> from layoutops.kernels.scratch import filled, scratch, scratch_reused
     >>> a, same = scratch_reused("doc2", 8, np.float32, "borders")
     >>> same
     False
+    >>> filled("doc2", a, "borders")
     >>> a, same = scratch_reused("doc2", 8, np.float32, "borders")
-    >>> same
+    >>> same  # not marked again since: the next request will not count on it
     True
-    >>> _ = scratch("doc2", 8, np.float32)  # any other request forgets the key
     >>> scratch_reused("doc2", 8, np.float32, "borders")[1]
     False
     """
     previous = _keys().pop(slot, None)
     arr = scratch(slot, size, dtype)
-    if arr.nbytes > MAX_CACHED_BYTES:
-        return arr, False
-    entry = (key, arr.ctypes.data, arr.nbytes, arr.dtype.str)
-    _keys()[slot] = entry
-    return arr, previous == entry
+    return arr, previous is not None and previous == _entry(arr, key)
+
+
+def filled(slot: str, arr: np.ndarray, key) -> None:
+    """Mark this thread's buffer ``arr`` of ``slot`` (from `scratch_reused`) as written under
+    ``key``; any other request for the slot forgets it."""
+    if arr.nbytes <= MAX_CACHED_BYTES:
+        _keys()[slot] = _entry(arr, key)
+
+
+def _entry(arr: np.ndarray, key):
+    return (key, arr.ctypes.data, arr.nbytes, arr.dtype.str)
 
 
 def cached_bytes() -> int:

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .scratch import scratch_reused
+from .scratch import filled, scratch_reused
 
 __all__ = ["source_indices", "padded_block", "TileBlock", "window_view", "PAD_MODES"]
 
@@ -128,10 +128,12 @@ def padded_block(
             # the same shape, box and fill last time, its borders are still set
             box = tuple((dst[ax].start, dst[ax].stop) for ax in axes)
             key = ("padded block", tuple(shape), box, _fill_key(fill))
-            out, borders_set = scratch_reused(scratch_slot, math.prod(shape), dtype, key)
-            out = out.reshape(shape)
+            flat, borders_set = scratch_reused(scratch_slot, math.prod(shape), dtype, key)
+            out = flat.reshape(shape)
             borders = not (borders_set and _REUSE_BORDERS)
         _copy_padded(out, x[tuple(src)], axes, dst, fill, borders)
+        if scratch_slot is not None:
+            filled(scratch_slot, flat, key)
         return out
     # reflect / replicate / circular: gather from the bounding box of the sources, axis by axis
     box = [slice(None)] * x.ndim
@@ -252,9 +254,9 @@ class TileBlock:
         for i, (lo, hi) in enumerate(spans):
             src[1 + i], dst[2 + i] = _inside(lo, hi, xs.shape[1 + i])
         box = tuple((d.start, d.stop) for d in dst[2:2 + k])
-        out, borders_set = scratch_reused(slot, math.prod(shape), xb.dtype,
-                                          ("group-major piece", shape, box))
-        out = out.reshape(shape)
+        key = ("group-major piece", shape, box)
+        flat, borders_set = scratch_reused(slot, math.prod(shape), xb.dtype, key)
+        out = flat.reshape(shape)
         if not (borders_set and _REUSE_BORDERS):
             for i in range(k):
                 for border in (slice(0, dst[2 + i].start), slice(dst[2 + i].stop, shape[2 + i])):
@@ -265,6 +267,7 @@ class TileBlock:
         item = np.dtype((np.void, c * itm))
         inner = out[tuple(dst)].view(item)[..., 0]  # (G, n, *S)
         inner[...] = xs[tuple(src)].view(item)[..., 0].transpose(k + 1, *range(k + 1))
+        filled(slot, flat, key)
         return out
 
 
