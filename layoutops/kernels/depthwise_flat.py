@@ -13,7 +13,9 @@ kh, kw, Q, C)``) and the chunk is ONE ``np.einsum`` of that view with the taps' 
 channels-last output (a strided one with runs of C contiguous values, such as a transposed
 conv's output phase, through einsum's loop over the channels; a channels-first one through
 a few rows of scratch at a time, copied out with the channels moved; a channel multiplier
-``M`` makes ``M`` sums per chunk). einsum's C loop adds the products of each value into
+``M`` makes ``M`` sums per chunk; with a width stride and short channel runs the chunk is
+stored by column phase, `_phase_piece`, so that the taps of a phase are whole contiguous rows
+again). einsum's C loop adds the products of each value into
 the output in tap order without a product array in between: one pass instead of a multiply
 and an add per tap. ``Q`` is the whole output width unless the repeated weights would hold
 more than `MAX_WEIGHT_ELEMS` values (`ROW_WEIGHT_ELEMS` for outputs of one row: 1-D
@@ -199,13 +201,13 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
         wp = np.zeros((kh, sw * per, c, mult), w.dtype)
         wp[:, :kw] = w
         w = wp.reshape(kh, per, sw, c, mult).transpose(0, 2, 1, 3, 4)
-        kw = (sw, per)
+        kcols = (sw, per)
     else:
-        kw = (kw,)
-    if plan.contiguous:  # per m, (kh, *kw, q * C): each tap's weights repeated along q columns
+        kcols = (kw,)
+    if plan.contiguous:  # per m, (kh, *kcols, q * C): each tap's weights repeated along q
         weights = [
-            np.ascontiguousarray(
-                np.broadcast_to(w[..., None, :, m], (kh, *kw, q, c))).reshape(kh, *kw, q * c)
+            np.ascontiguousarray(np.broadcast_to(w[..., None, :, m], (kh, *kcols, q, c))
+                                 ).reshape(kh, *kcols, q * c)
             for m in range(mult)
         ]
     cols = "pt" if plan.phased else "j"  # the kernel-column axes: (phase, tap) or (tap,)
@@ -226,8 +228,8 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
             np.einsum(f"ri{cols}k,i{cols}k->rk", taps, weights[m][..., : q_ * c],
                       out=dst.reshape(r_, q_ * c))
         else:
-            np.einsum(f"ri{cols}qc,i{cols}c->rqc", taps.reshape(r_, kh, *kw, q_, c), w[..., m],
-                      out=dst)
+            np.einsum(f"ri{cols}qc,i{cols}c->rqc", taps.reshape(r_, kh, *kcols, q_, c),
+                      w[..., m], out=dst)
 
     def run(part):
         for ni, r0, q0, n_r, n_q in part:
@@ -314,7 +316,7 @@ def _phase_piece(piece, xs, top, left, width) -> None:
     end = min(wi, left + width)  # columns past this are zero
     for p in range(s):
         first = left + p  # the input column of m = 0
-        m_lo = max(0, -(first // s) if first < 0 else 0)
+        m_lo = max(0, -(first // s))  # the first column inside xs
         m_hi = min(wbp, -(-(end - first) // s)) if end > first else 0
         if m_hi > m_lo:
             c0 = first + s * m_lo
