@@ -75,6 +75,14 @@ def test_flat_depthwise_matches_reference(case, threads, channels_last, column_t
     if column_tiles:  # repeated weights of at most 40 values: tiles of a few output columns
         monkeypatch.setattr(depthwise_flat, "MAX_WEIGHT_ELEMS", 40)
         monkeypatch.setattr(depthwise_flat, "ROW_WEIGHT_ELEMS", 40)
+    got, want = _case_conv(case, channels_last, threads)
+    assert forced == [True]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def _case_conv(case, channels_last: bool, threads: int):
+    """``(ours, reference)`` for a `_CASES` entry (with a bias), ours in the reference's
+    channels-first order, computed in either layout on ``threads`` threads."""
     shape, ksize, pads, dilation, stride = case
     n_sp = len(ksize)
     c = shape[1]
@@ -92,8 +100,7 @@ def test_flat_depthwise_matches_reference(case, threads, channels_last, column_t
                       dilation=dilation, stride=stride, groups=c, layout=layout)
     finally:
         set_num_threads(previous)
-    assert forced == [True]
-    np.testing.assert_allclose(act_from(got, layout, canon), want, rtol=1e-12, atol=1e-12)
+    return act_from(got, layout, canon), want
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
@@ -410,24 +417,9 @@ def test_width_strides_by_phase_match_reference(channels_last, threads, forced, 
     assert len(strided) >= 3
     for phases in (True, False):
         monkeypatch.setattr(depthwise_flat, "_PHASES", phases)
-        for shape, ksize, pads, dilation, stride in strided:
-            rng = np.random.default_rng(sum(shape))
-            x = rng.standard_normal(shape)
-            c = shape[1]
-            w = rng.standard_normal((c, 1, *ksize))
-            want = conv_ref(x, w, None, strides=stride, pads=pads, dilations=dilation, groups=c)
-            n_sp = len(ksize)
-            canon = "NCW" if n_sp == 1 else "NCHW"
-            layout = ("NWC" if n_sp == 1 else "NHWC") if channels_last else canon
-            kernel = np.moveaxis(w, (0, 1), (-1, -2)) if channels_last else w
-            previous = set_num_threads(threads)
-            try:
-                got = lo.conv(act_to(x, canon, layout), kernel, padding=[tuple(p) for p in pads],
-                              dilation=dilation, stride=stride, groups=c, layout=layout)
-            finally:
-                set_num_threads(previous)
-            np.testing.assert_allclose(act_from(got, layout, canon), want, rtol=1e-12,
-                                       atol=1e-12)
+        for case in strided:
+            got, want = _case_conv(case, channels_last, threads)
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
         if phases:
             assert pieces, "no chunk was stored by phase"
             pieces.clear()
