@@ -424,3 +424,42 @@ def test_width_strides_by_phase_match_reference(channels_last, threads, forced, 
             assert pieces, "no chunk was stored by phase"
             pieces.clear()
     assert not pieces  # with phases off, none
+
+
+_CASES_3D = [
+    # (input NC*S, kernel, padding pairs, dilation, stride, channel multiplier)
+    ((2, 3, 5, 6, 7), (3, 3, 3), ((1, 1), (1, 1), (1, 1)), (1, 1, 1), (1, 1, 1), 1),
+    ((1, 4, 6, 7, 5), (2, 3, 2), ((1, 0), (2, 1), (0, 1)), (2, 1, 1), (2, 1, 2), 1),
+    ((2, 2, 4, 5, 6), (3, 1, 3), ((2, 2), (0, 0), (1, 1)), (1, 1, 2), (1, 1, 1), 2),
+    ((1, 3, 3, 4, 4), (3, 2, 2), ((0, 0), (1, 1), (0, 1)), (1, 1, 1), (3, 1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("case", _CASES_3D, ids=lambda c: f"{c[0]}-k{c[1]}-d{c[3]}-s{c[4]}")
+@pytest.mark.parametrize("layout", ["NDHWC", "NCDHW"])
+def test_3d_depthwise_by_depth_taps_matches_reference(case, layout, forced, monkeypatch):
+    """3-D depthwise convs as one 2-D `depthwise_flat` conv per depth tap
+    (`depthwise_depth_taps`), in small runs of output depths (a tiny workspace limit), with
+    a bias; on one thread and on two the same bits."""
+    shape, ksize, pads, dilation, stride, mult = case
+    c = shape[1]
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((c * mult, 1, *ksize))
+    b = rng.standard_normal(c * mult)
+    want = conv_ref(x, w, b, strides=stride, pads=pads, dilations=dilation, groups=c)
+    runs = record_taken(monkeypatch, kconv, "depthwise_depth_taps", taken=lambda r: True)
+    monkeypatch.setattr(depthwise_flat, "get_workspace_limit", lambda: 2048)  # 1 depth a run
+    got = {}
+    for threads in (1, 2):
+        previous = set_num_threads(threads)
+        try:
+            got[threads] = lo.conv(act_to(x, "NCDHW", layout), w, b, padding=pads,
+                                   dilation=dilation, stride=stride, groups=c, layout=layout,
+                                   kernel_layout="OIDHW", algorithm="direct")
+        finally:
+            set_num_threads(previous)
+    assert runs == [True, True]
+    np.testing.assert_allclose(act_from(got[1], layout, "NCDHW"), want, rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_array_equal(got[1], got[2])

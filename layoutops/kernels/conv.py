@@ -86,7 +86,7 @@ import math
 import numpy as np
 
 from . import blas, taps_1d, taps_flat
-from .depthwise_flat import depthwise_flat, row_sizes, rows_view
+from .depthwise_flat import depthwise_depth_taps, depthwise_flat, row_sizes, rows_view
 from .gemm import blasable, gemm_sum, reshape_view
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
@@ -131,7 +131,8 @@ def choose_algorithm(algorithm: str, c_per_group: int, o_per_group: int = 1, gro
     channels-last 32 groups 56x56, 2 outputs per group 6.6 / 3.5, 4: 8.4 / 6.1, 8: 9.4 /
     14.3; 16 groups 2: 3.2 / 2.6, 4: 4.1 / 4.5; 8 groups 1: 1.9 / 0.8, 2: 1.9 / 1.9;
     channels-first, one output per group, 56x56: 8 groups 1.05 / 1.56, 32 groups 2.8 / 2.3,
-    96 groups 8.2 / 5.2; 3-D 32 groups channels-first 8.3 / 10.1, channels-last 23 / 16.
+    96 groups 8.2 / 5.2; 3-D (`depthwise_depth_taps`), 2x32x16x32x32, 32 groups,
+    channels-first 8.3 / 14.4, channels-last 23.8 / 11.0.
 
     With zero padding the 1-D/2-D direct sums are one fused einsum per chunk in either
     layout (faster than ``im2col`` with strides too, e.g. 8x96x112x112 3x3 stride 2
@@ -1495,12 +1496,23 @@ def _depthwise(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geo
     """Depthwise 1-D/2-D with zero padding, any layouts, by `depthwise_flat`: one fused sum
     of products per padded chunk (channels-first input and output go through it as views
     with the channel axis moved last; its chunk copies move the channels innermost and cast
-    to ``cdtype``; a channel multiplier ``M`` makes ``M`` sums per chunk). Returns False
-    (nothing done) for 3-D."""
+    to ``cdtype``; a channel multiplier ``M`` makes ``M`` sums per chunk). 3-D: one such 2-D
+    conv per depth tap (`depthwise_depth_taps`). Returns False (nothing done) unless one
+    input channel per group."""
     spatial = "".join(c for c in x_letters if c not in "NGC")
     dims = dict(zip(w_letters, w_grouped.shape, strict=True))
-    if len(spatial) > 2 or dims["I"] != 1:
+    if dims["I"] != 1:
         return False
+    if len(spatial) == 3:
+        if not _DEPTH_TAPS:
+            return False
+        x = rows_view(x_grouped, x_letters, spatial, "GC")[..., 0]  # (n, D, H, W, G)
+        w = _ordered(w_grouped, w_letters, spatial + "GOI", cdtype).reshape(
+            geometry.kernel_sizes + (dims["G"], dims["O"]))
+        sizes = (geometry.kernel_sizes, geometry.strides, geometry.dilations, geometry.pads)
+        depthwise_depth_taps(x, w, rows_view(out, out_letters, spatial, "C"), sizes,
+                             None if bias is None else bias.astype(cdtype), cdtype)
+        return True
     x = rows_view(x_grouped, x_letters, spatial, "GC")[..., 0]  # (n, H, W, G)
     w = _ordered(w_grouped, w_letters, spatial + "GOI", cdtype).reshape(
         geometry.kernel_sizes + (dims["G"], dims["O"])
@@ -1512,6 +1524,10 @@ def _depthwise(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geo
     depthwise_flat(x, w, rows_view(out, out_letters, spatial, "C"), sizes,
                    None if bias is None else bias.astype(cdtype), cdtype)
     return True
+
+
+#: 3-D depthwise convs (zero padding) as one 2-D `depthwise_flat` conv per depth tap
+_DEPTH_TAPS = True
 
 
 def _accumulate(xs, wk, form, dst, tmp):

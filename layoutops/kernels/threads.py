@@ -15,6 +15,7 @@ inside a part of `parallel` is not split again (`get_num_threads` is 1 there).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import threading
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["get_num_threads", "set_num_threads", "parallel", "parallel_copy"]
+__all__ = ["get_num_threads", "set_num_threads", "one_thread", "parallel", "parallel_copy"]
 
 _MAX_THREADS = 8
 _OVERRIDE: list[int | None] = [None]
@@ -79,6 +80,27 @@ def set_num_threads(n: int | None) -> int | None:
     previous = _OVERRIDE[0]
     _OVERRIDE[0] = None if n is None else min(n, _MAX_THREADS)
     return previous
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block's kernel work on the calling thread alone: `get_num_threads` is 1
+    there, as inside a part of `parallel` (for work made of many small NumPy calls, which
+    two threads would take turns at the GIL for).
+
+    Examples
+    --------
+    >>> from layoutops.kernels.threads import get_num_threads, one_thread
+    >>> with one_thread():
+    ...     get_num_threads()
+    1
+    """
+    previous = getattr(_LOCAL, "inside", False)
+    _LOCAL.inside = True
+    try:
+        yield
+    finally:
+        _LOCAL.inside = previous
 
 
 def _pool() -> ThreadPoolExecutor:
