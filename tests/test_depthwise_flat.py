@@ -43,6 +43,7 @@ def forced(monkeypatch):
     _depthwise_route(monkeypatch)
     monkeypatch.setattr(depthwise_flat, "CHUNK_ELEMS", 150)
     monkeypatch.setattr(depthwise_flat, "OUT_ROWS", 2)
+    monkeypatch.setattr(depthwise_flat, "MIN_PARALLEL_MACS", 0)  # tiny convs split too
 
     def poisoned(slot, size, dtype):
         return np.full(size + 64, np.nan, dtype)[:size]
@@ -104,7 +105,7 @@ def _case_conv(case, channels_last: bool, threads: int):
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
-def test_flat_depthwise_same_result_on_one_and_two_threads(layout, forced):
+def test_flat_depthwise_same_result_on_one_and_two_threads(layout, forced, monkeypatch):
     rng = np.random.default_rng(9)
     x = rng.standard_normal((3, 17, 9, 4) if layout == "NHWC" else (3, 4, 17, 9))
     x = x.astype(np.float32)
@@ -179,6 +180,7 @@ def fused_grads(monkeypatch):
     _depthwise_route(monkeypatch)
     monkeypatch.setattr(depthwise_flat, "CHUNK_ELEMS", 150)
     monkeypatch.setattr(depthwise_flat, "OUT_ROWS", 2)
+    monkeypatch.setattr(depthwise_flat, "MIN_PARALLEL_MACS", 0)
     weights = record_taken(monkeypatch, ograd, "depthwise_weight_grad", taken=lambda r: True)
     inputs = record_taken(monkeypatch, kct, "_depthwise_as_conv", taken=bool)
     forward = record_taken(monkeypatch, kconv, "depthwise_flat", taken=lambda r: True)
@@ -463,3 +465,22 @@ def test_3d_depthwise_by_depth_taps_matches_reference(case, layout, forced, monk
     np.testing.assert_allclose(act_from(got[1], layout, "NCDHW"), want, rtol=1e-12,
                                atol=1e-12)
     np.testing.assert_array_equal(got[1], got[2])
+
+
+def test_small_depthwise_convs_stay_on_one_thread(monkeypatch):
+    """Below `MIN_PARALLEL_MACS` the chunks run on the calling thread; above, split."""
+    import layoutops.kernels.threads as kthreads
+
+    seen = []
+    real = depthwise_flat.parallel
+
+    def spy(fn, items, threads=None):
+        seen.append(threads)
+        return real(fn, items, threads)
+
+    monkeypatch.setattr(depthwise_flat, "parallel", spy)
+    x = np.zeros((1, 8, 8, 4), np.float32)  # 2304 multiply-adds
+    lo.conv(x, np.ones((3, 3, 1, 4), np.float32), padding=1, groups=4, layout="NHWC")
+    monkeypatch.setattr(depthwise_flat, "MIN_PARALLEL_MACS", 0)
+    lo.conv(x, np.ones((3, 3, 1, 4), np.float32), padding=1, groups=4, layout="NHWC")
+    assert seen == [1, None] and kthreads.get_num_threads() >= 1

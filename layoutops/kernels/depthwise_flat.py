@@ -68,6 +68,12 @@ ROW_WEIGHT_ELEMS = 1 << 20
 OUT_ROWS = 16
 
 
+#: forward convs of fewer multiply-adds than this (taps times outputs) run on one thread: two
+#: threads trading the GIL over such small chunks were slower (3x3, 2 threads / 1, ms CL /
+#: CF: 8x32x32x32 0.80 / 0.60, 1.34 / 0.90; 8x64x16x16 0.62 / 0.37, 0.87 / 0.54; 1x96x56x56
+#: 0.72 / 0.71, 1.06 / 1.02; but 8x96x56x56 3.1 / 5.0, 4.8 / 8.0)
+MIN_PARALLEL_MACS = 1 << 22
+
 #: forward convs with a width stride (undilated) and fewer than `PHASE_RUN_BYTES` of channels
 #: per pixel store each chunk's columns by phase (`_Chunks.taps`, `_phase_piece`): einsum's
 #: contiguous form over whole rows instead of its loop over runs of C values, at the price of
@@ -256,7 +262,8 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
                     if bias is not None:
                         dst += bias[:, m]
 
-    parallel(run, plan.items)
+    macs = out.size * kh * math.prod(kcols)
+    parallel(run, plan.items, None if macs >= MIN_PARALLEL_MACS else 1)
 
 
 def depthwise_depth_taps(x, w, out, sizes, bias, cdtype) -> None:
