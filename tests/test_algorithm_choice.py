@@ -22,6 +22,8 @@ from layoutops.kernels import conv as kconv
         (1, 1, 8, False, 2, "im2col"),  # few groups, channels-first
         (1, 1, 8, True, 2, "direct"),
         (1, 1, 32, False, 3, "im2col"),  # 3-D channels-first
+        (1, 1, 128, False, 1, "im2col"),  # 1-D channels-first
+        (1, 1, 128, True, 1, "direct"),
         (1, 1, 32, True, 3, "direct"),
         (1, 2, 16, True, 2, "direct"),  # a channel multiplier of 2 over 16 groups
         (1, 4, 16, True, 2, "im2col"),

@@ -121,7 +121,7 @@ def choose_algorithm(algorithm: str, c_per_group: int, o_per_group: int = 1, gro
 
     ``direct`` for depthwise convolutions (one input channel per group) with few outputs per
     group among many groups: channels-last, at most ``min(4, groups // 8)`` outputs per group
-    (at least 1); channels-first (1-D/2-D), one output per group and at least 16 groups.
+    (at least 1); channels-first 2-D, one output per group and at least 16 groups.
     Everything else -> ``im2col``. The direct sums cost grows with the outputs per group,
     while ``im2col`` shares one column copy among them: a conv of a one-channel input
     (``groups = 1``: grayscale images, waveforms, volumes) went to ``direct`` before and ran
@@ -131,8 +131,9 @@ def choose_algorithm(algorithm: str, c_per_group: int, o_per_group: int = 1, gro
     channels-last 32 groups 56x56, 2 outputs per group 6.6 / 3.5, 4: 8.4 / 6.1, 8: 9.4 /
     14.3; 16 groups 2: 3.2 / 2.6, 4: 4.1 / 4.5; 8 groups 1: 1.9 / 0.8, 2: 1.9 / 1.9;
     channels-first, one output per group, 56x56: 8 groups 1.05 / 1.56, 32 groups 2.8 / 2.3,
-    96 groups 8.2 / 5.2; 3-D (`depthwise_depth_taps`), 2x32x16x32x32, 32 groups,
-    channels-first 8.3 / 14.4, channels-last 23.8 / 11.0.
+    96 groups 8.2 / 5.2; 1-D channels-first 8x128x1000 k3 1.64 / 3.53, 16x64x4000 6.1 / 8.7,
+    8x256x500 k5 2.2 / 2.7 (4x32x16000 k9 7.0 / 6.2); 3-D (`depthwise_depth_taps`),
+    2x32x16x32x32, 32 groups, channels-first 8.3 / 14.4, channels-last 23.8 / 11.0.
 
     With zero padding the 1-D/2-D direct sums are one fused einsum per chunk in either
     layout (faster than ``im2col`` with strides too, e.g. 8x96x112x112 3x3 stride 2
@@ -156,7 +157,7 @@ def choose_algorithm(algorithm: str, c_per_group: int, o_per_group: int = 1, gro
     if channels_last:
         direct = o_per_group <= min(4, max(1, groups // 8))
     else:
-        direct = o_per_group == 1 and groups >= 16 and n_spatial <= 2
+        direct = o_per_group == 1 and groups >= 16 and n_spatial == 2
     return "direct" if direct else "im2col"
 
 
