@@ -1502,28 +1502,23 @@ def _depthwise(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geo
     input channel per group."""
     spatial = "".join(c for c in x_letters if c not in "NGC")
     dims = dict(zip(w_letters, w_grouped.shape, strict=True))
-    if dims["I"] != 1:
+    if dims["I"] != 1 or (len(spatial) == 3 and not _DEPTH_TAPS):
         return False
-    if len(spatial) == 3:
-        if not _DEPTH_TAPS:
-            return False
-        x = rows_view(x_grouped, x_letters, spatial, "GC")[..., 0]  # (n, D, H, W, G)
-        w = _ordered(w_grouped, w_letters, spatial + "GOI", cdtype).reshape(
-            geometry.kernel_sizes + (dims["G"], dims["O"]))
-        sizes = (geometry.kernel_sizes, geometry.strides, geometry.dilations, geometry.pads)
-        depthwise_depth_taps(x, w, rows_view(out, out_letters, spatial, "C"), sizes,
-                             None if bias is None else bias.astype(cdtype), cdtype)
-        return True
-    x = rows_view(x_grouped, x_letters, spatial, "GC")[..., 0]  # (n, H, W, G)
+    x = rows_view(x_grouped, x_letters, spatial, "GC")[..., 0]  # (n, [D,] H, W, G)
     w = _ordered(w_grouped, w_letters, spatial + "GOI", cdtype).reshape(
         geometry.kernel_sizes + (dims["G"], dims["O"])
     )  # (*K, C, M): output channel c * M + m
+    dst = rows_view(out, out_letters, spatial, "C")
+    bias = None if bias is None else bias.astype(cdtype)
+    if len(spatial) == 3:
+        sizes = (geometry.kernel_sizes, geometry.strides, geometry.dilations, geometry.pads)
+        depthwise_depth_taps(x, w, dst, sizes, bias, cdtype)
+        return True
     if len(spatial) == 1:
         w = w[None]
     sizes = row_sizes(geometry.kernel_sizes, geometry.strides, geometry.dilations,
                       geometry.pads)
-    depthwise_flat(x, w, rows_view(out, out_letters, spatial, "C"), sizes,
-                   None if bias is None else bias.astype(cdtype), cdtype)
+    depthwise_flat(x, w, dst, sizes, bias, cdtype)
     return True
 
 
