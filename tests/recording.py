@@ -1,4 +1,5 @@
-"""A spy for the tests that force one kernel path: which calls took it."""
+"""Spies for the tests that force one kernel path: which calls took it, and the thread count
+of every `parallel` call a module makes."""
 
 from __future__ import annotations
 
@@ -15,4 +16,17 @@ def record_taken(monkeypatch, module, name: str, taken=lambda result: result is 
         return result
 
     monkeypatch.setattr(module, name, recording)
+    return calls
+
+
+def spy_parallel(monkeypatch, module):
+    """Record the thread count of every `parallel` call the module makes."""
+    calls = []
+    original = module.parallel
+
+    def recording(fn, items, threads=None):
+        calls.append(threads)
+        return original(fn, items, threads)
+
+    monkeypatch.setattr(module, "parallel", recording)
     return calls

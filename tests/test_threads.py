@@ -6,25 +6,13 @@ import pytest
 from conv_reference import act_from, act_to, conv_ref, kernel_to
 from pool_reference import avg_pool as ref_avg_pool
 from pool_reference import max_pool as ref_max_pool
+from recording import spy_parallel
 
 import layoutops as lo
 from layoutops.kernels import blas as kblas
 from layoutops.kernels import conv as kconv
 from layoutops.kernels import pool as kpool
 from layoutops.kernels.threads import get_num_threads, set_num_threads
-
-
-def spy_parallel(monkeypatch, module):
-    """Record the thread count of every `parallel` call the module makes."""
-    calls = []
-    original = module.parallel
-
-    def recording(fn, items, threads=None):
-        calls.append(threads)
-        return original(fn, items, threads)
-
-    monkeypatch.setattr(module, "parallel", recording)
-    return calls
 
 
 @pytest.fixture
