@@ -17,7 +17,7 @@ import layoutops as lo
 from layoutops.kernels import conv as kconv
 from layoutops.kernels import conv_transpose as kct
 from layoutops.kernels import depthwise_flat
-from layoutops.kernels.threads import set_num_threads
+from layoutops.kernels.threads import get_num_threads, set_num_threads
 from layoutops.ops import grad as ograd
 
 
@@ -474,4 +474,54 @@ def test_small_depthwise_convs_stay_on_one_thread(monkeypatch):
     lo.conv(x, np.ones((3, 3, 1, 4), np.float32), padding=1, groups=4, layout="NHWC")
     monkeypatch.setattr(depthwise_flat, "MIN_PARALLEL_MACS", 0)
     lo.conv(x, np.ones((3, 3, 1, 4), np.float32), padding=1, groups=4, layout="NHWC")
-    assert seen == [1, None]
+    assert seen == [1, get_num_threads()]
+
+
+@pytest.fixture
+def sample_runs(forced, monkeypatch):
+    """`forced`, with chunks large enough for several whole samples: records the samples
+    of every chunk the forward convs plan."""
+    monkeypatch.setattr(depthwise_flat, "CHUNK_ELEMS", 1 << 14)
+    runs = []
+    real = depthwise_flat._Chunks
+
+    def recording(*args, **kwargs):
+        plan = real(*args, **kwargs)
+        runs.extend(item[1] for item in plan.items)
+        return plan
+
+    monkeypatch.setattr(depthwise_flat, "_Chunks", recording)
+    return runs
+
+
+@pytest.mark.parametrize("case", _CASES, ids=lambda c: f"{c[0]}-k{c[1]}-d{c[3]}-s{c[4]}")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["last", "first"])
+def test_runs_of_whole_samples_match_reference(case, threads, channels_last, sample_runs):
+    """Chunks holding several whole samples (5 samples: runs of 5 on one thread, 3 and 2
+    on two), one padded piece and one einsum per run, NaN around the scratch they use."""
+    case = ((5, *case[0][1:]), *case[1:])
+    got, want = _case_conv(case, channels_last, threads)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert sorted(set(sample_runs)) == ([5] if threads == 1 else [2, 3])
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_runs_of_whole_samples_same_on_one_and_two_threads(multiplier, sample_runs):
+    rng = np.random.default_rng(multiplier)
+    x = rng.standard_normal((7, 6, 5, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 1, 3 * multiplier)).astype(np.float32)
+    w_ref = np.moveaxis(w.astype(np.float64), (2, 3), (1, 0))  # OIHW
+    want = conv_ref(np.moveaxis(x, 3, 1).astype(np.float64), w_ref, None, strides=(1, 1),
+                    pads=((1, 1), (1, 1)), dilations=(1, 1), groups=3)
+    previous = set_num_threads(None)
+    try:
+        runs = []
+        for n in (1, 2):
+            set_num_threads(n)
+            runs.append(lo.conv(x, w, padding=1, groups=3, layout="NHWC"))
+    finally:
+        set_num_threads(previous)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_allclose(np.moveaxis(runs[0], 3, 1), want, rtol=1e-5, atol=1e-5)
+    assert max(sample_runs) > 1

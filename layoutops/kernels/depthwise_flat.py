@@ -38,10 +38,12 @@ to 28x28, which kept the per-plane path) gained most: 8x960x7x7 channels-first 2
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 
+from .gemm import reshape_view
 from .plan import get_workspace_limit
 from .scratch import scratch
 from .threads import get_num_threads, one_thread, parallel
@@ -84,6 +86,8 @@ MIN_PARALLEL_MACS = 1 << 22
 #: more 3-35% slower (the extra taps cost more than the short runs saved)
 _PHASES = True
 PHASE_RUN_BYTES = 256
+#: forward chunks hold runs of whole samples when a sample fits one (`_Chunks`)
+_SAMPLE_RUNS = True
 
 
 def rows_view(arr: np.ndarray, letters: str, spatial: str, tail: str) -> np.ndarray:
@@ -116,10 +120,14 @@ def row_sizes(kernel_sizes, strides, dilations, pads) -> tuple:
 
 
 class _Chunks:
-    """The chunks of a depthwise convolution's output (``rows`` x ``q`` cells of one sample)
-    and, per chunk, the view of its kernel taps over the padded input piece in scratch."""
+    """The chunks of a depthwise convolution's output (``rows`` x ``q`` cells of one sample,
+    or a run of whole samples) and, per chunk, the view of its kernel taps over the padded
+    input piece in scratch. ``items`` are ``(first sample, samples, first row, first column,
+    rows, columns)``; with ``parts`` (the threads the items are split over) a chunk may hold
+    several whole samples (at most ``n / parts``), else one sample's cells."""
 
-    def __init__(self, x_shape, out_shape, sizes, cdtype, phases: bool = False):
+    def __init__(self, x_shape, out_shape, sizes, cdtype, phases: bool = False,
+                 parts: int | None = None):
         (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)) = sizes
         n, _, _, c = x_shape
         ho, wo = out_shape[1:3]
@@ -146,15 +154,26 @@ class _Chunks:
         self.buffer = ((rows - 1) * sh + self.halo + 1) * width * c
         # a tap's values on an output row are one contiguous run
         self.contiguous = sw == 1 or self.phased
-        self.items = [(ni, r0, q0, min(ho, r0 + rows) - r0, min(wo, q0 + q) - q0)
-                      for ni in range(n) for r0 in range(0, ho, rows) for q0 in range(0, wo, q)]
+        samples = 1
+        if parts is not None and _SAMPLE_RUNS and rows == ho and q == wo:
+            # whole samples fit a chunk: runs of them, one piece and one einsum per run
+            # (per chunk the Python work costs ~20 us, as much as the sums of a 16x16x32
+            # sample)
+            samples = max(1, min(chunk // self.buffer, -(-n // parts)))
+            samples = -(-n // -(-n // samples))  # equal runs
+        self.buffer *= samples
+        self.items = [(n0, min(n, n0 + samples) - n0, r0, q0, min(ho, r0 + rows) - r0,
+                       min(wo, q0 + q) - q0)
+                      for n0 in range(0, n, samples) for r0 in range(0, ho, rows)
+                      for q0 in range(0, wo, q)]
 
-    def taps(self, x, ni, r0, q0, n_r, n_q) -> np.ndarray:
-        """The chunk's input with its zero padding copied into this thread's scratch, seen
-        as ``taps[r, i, j, v]``: the value tap ``(i, j)`` reads for output cell ``(r, v)``
-        of the chunk (``v`` over ``n_q * C`` contiguous values, or ``(n_q, C)`` with a
-        width stride). The view ends exactly at the piece's last value; the ndarray
-        constructor, as_strided's checks cost ~5 us a call, per chunk."""
+    def taps(self, x, n0, ns, r0, q0, n_r, n_q) -> np.ndarray:
+        """The chunk's input (samples ``n0 .. n0 + ns``) with its zero padding copied into
+        this thread's scratch, seen as ``taps[s, r, i, j, v]``: the value tap ``(i, j)``
+        reads for output cell ``(r, v)`` of the chunk's sample ``s`` (``v`` over ``n_q * C``
+        contiguous values, or ``(n_q, C)`` with a width stride). The view ends exactly at
+        the piece's last value; the ndarray constructor, as_strided's checks cost ~5 us a
+        call, per chunk."""
         (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)) = self.sizes
         c, isz = self.c, self.cdtype.itemsize
         buf = scratch("depthwise flat input", self.buffer, self.cdtype)
@@ -164,19 +183,22 @@ class _Chunks:
             # tap j = p + sw * t of output column v reads [.., p, v + t, :]
             wbp = -(-wb // sw)
             prow = sw * wbp * c
-            _phase_piece(buf[: hb * prow].reshape(hb, sw, wbp, c), x[ni], r0 * sh - ph,
-                         q0 * sw - pw, wb)
-            return np.ndarray((n_r, kh, sw, self.per_phase, n_q * c), self.cdtype, buf,
-                              strides=(sh * prow * isz, dh * prow * isz, wbp * c * isz,
-                                       c * isz, isz))
+            pieces = buf[: ns * hb * prow].reshape(ns, hb, sw, wbp, c)
+            for s in range(ns):
+                _phase_piece(pieces[s], x[n0 + s], r0 * sh - ph, q0 * sw - pw, wb)
+            return np.ndarray((ns, n_r, kh, sw, self.per_phase, n_q * c), self.cdtype, buf,
+                              strides=(hb * prow * isz, sh * prow * isz, dh * prow * isz,
+                                       wbp * c * isz, c * isz, isz))
         row = wb * c
-        _padded_piece(buf[: hb * row].reshape(hb, wb, c), x[ni], r0 * sh - ph, q0 * sw - pw)
+        _padded_piece(buf[: ns * hb * row].reshape(ns, hb, wb, c), x[n0 : n0 + ns],
+                      r0 * sh - ph, q0 * sw - pw)
         if self.contiguous:
-            return np.ndarray((n_r, kh, kw, n_q * c), self.cdtype, buf,
-                              strides=(sh * row * isz, dh * row * isz, dw * c * isz, isz))
-        return np.ndarray((n_r, kh, kw, n_q, c), self.cdtype, buf,
-                          strides=(sh * row * isz, dh * row * isz, dw * c * isz, sw * c * isz,
-                                   isz))
+            return np.ndarray((ns, n_r, kh, kw, n_q * c), self.cdtype, buf,
+                              strides=(hb * row * isz, sh * row * isz, dh * row * isz,
+                                       dw * c * isz, isz))
+        return np.ndarray((ns, n_r, kh, kw, n_q, c), self.cdtype, buf,
+                          strides=(hb * row * isz, sh * row * isz, dh * row * isz,
+                                   dw * c * isz, sw * c * isz, isz))
 
 
 def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
@@ -201,8 +223,9 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
     """
     w = w if w.ndim == 4 else w[..., None]  # (kh, kw, C, M)
     mult = w.shape[3]
-    plan = _Chunks(x.shape, out.shape, sizes, cdtype, phases=True)
     kh, kw = sizes[0]
+    threads = get_num_threads() if out.size * kh * kw >= MIN_PARALLEL_MACS else 1
+    plan = _Chunks(x.shape, out.shape, sizes, cdtype, phases=True, parts=threads)
     c, q = plan.c, plan.q
     if plan.phased:
         # taps by phase: (kh, sw, T, C, M), tap j = p + sw * t, zero weights past the last
@@ -228,42 +251,43 @@ def depthwise_flat(x, w, out, sizes, bias, cdtype) -> None:
         bias = bias.reshape(c, mult)
 
     def fused(taps, dst, m) -> None:
-        """``dst`` ``(r, q, C)`` = the sum over the taps of the weights of multiplier ``m``
-        (einsum: tap after tap into zero): over whole rows of ``q * C`` values where the taps
-        and ``dst`` have them, else over runs of C values (the loop over the channels)."""
-        r_, q_ = dst.shape[:2]
-        if plan.contiguous and dst.strides[1] == c * isz:
-            # (r, q * C): a view, the last two axes being contiguous
-            np.einsum(f"ri{cols}k,i{cols}k->rk", taps, weights[m][..., : q_ * c],
-                      out=dst.reshape(r_, q_ * c))
+        """``dst`` ``(s, r, q, C)`` = the sum over the taps of the weights of multiplier
+        ``m`` (einsum: tap after tap into zero): over whole rows of ``q * C`` values where
+        the taps and ``dst`` have them, else over runs of C values (the loop over the
+        channels)."""
+        s_, r_, q_ = dst.shape[:3]
+        rows = reshape_view(dst, (s_, r_, q_ * c)) if plan.contiguous else None
+        if rows is not None and rows.strides[2] == isz:
+            np.einsum(f"sri{cols}k,i{cols}k->srk", taps, weights[m][..., : q_ * c],
+                      out=rows)
         else:
-            np.einsum(f"ri{cols}qc,i{cols}c->rqc", taps.reshape(r_, kh, *kcols, q_, c),
-                      w[..., m], out=dst)
+            np.einsum(f"sri{cols}qc,i{cols}c->srqc",
+                      taps.reshape(s_, r_, kh, *kcols, q_, c), w[..., m], out=dst)
 
     def run(part):
-        for ni, r0, q0, n_r, n_q in part:
-            taps = plan.taps(x, ni, r0, q0, n_r, n_q)
+        for n0, ns, r0, q0, n_r, n_q in part:
+            taps = plan.taps(x, n0, ns, r0, q0, n_r, n_q)
             if direct:
-                dst = out[ni, r0 : r0 + n_r, q0 : q0 + n_q]
+                dst = out[n0 : n0 + ns, r0 : r0 + n_r, q0 : q0 + n_q]
                 fused(taps, dst, 0)
                 if bias is not None:
                     dst += bias[:, 0]
                 continue
             res = scratch("depthwise flat rows", OUT_ROWS * n_q * c, cdtype)
-            for b0 in range(0, n_r, OUT_ROWS):
+            for s, b0 in itertools.product(range(ns), range(0, n_r, OUT_ROWS)):
                 nb = min(OUT_ROWS, n_r - b0)
-                block = res[: nb * n_q * c].reshape(nb, n_q, c)
+                block = res[: nb * n_q * c].reshape(1, nb, n_q, c)
                 # output channel c * M + m: (rows, columns, C, M)
-                dsts = out[ni, r0 + b0 : r0 + b0 + nb, q0 : q0 + n_q].reshape(nb, n_q, c, mult)
+                dsts = out[n0 + s, r0 + b0 : r0 + b0 + nb, q0 : q0 + n_q].reshape(
+                    nb, n_q, c, mult)
                 for m in range(mult):
-                    fused(taps[b0 : b0 + nb], block, m)
+                    fused(taps[s : s + 1, b0 : b0 + nb], block, m)
                     dst = dsts[..., m]
-                    dst[...] = block
+                    dst[...] = block[0]
                     if bias is not None:
                         dst += bias[:, m]
 
-    macs = out.size * kh * math.prod(kcols)
-    parallel(run, plan.items, None if macs >= MIN_PARALLEL_MACS else 1)
+    parallel(run, plan.items, threads)
 
 
 def depthwise_depth_taps(x, w, out, sizes, bias, cdtype) -> None:
@@ -347,8 +371,8 @@ def depthwise_weight_grad(x, g, sizes, cdtype) -> np.ndarray:
     sums = [None] * len(plan.items)
 
     def run(part):
-        for index, (ni, r0, q0, n_r, n_q) in part:
-            taps = plan.taps(x, ni, r0, q0, n_r, n_q)
+        for index, (ni, _, r0, q0, n_r, n_q) in part:
+            taps = plan.taps(x, ni, 1, r0, q0, n_r, n_q)[0]
             grad = scratch("depthwise grad rows", n_r * n_q * c, cdtype).reshape(n_r, n_q, c)
             grad[...] = g[ni, r0 : r0 + n_r, q0 : q0 + n_q]  # channels innermost, cdtype
             per_cell = scratch("depthwise grad taps", kh * kw * n_q * c, cdtype)
@@ -396,22 +420,22 @@ def _phase_piece(piece, xs, top, left, width) -> None:
 
 
 def _padded_piece(piece, xs, top, left) -> None:
-    """``piece`` ``(hb, wb, C)`` = the rows ``top ..`` and columns ``left ..`` of the sample
-    ``xs`` ``(H, W, C)``, zeros where they fall outside it (plain slices: the Python work per
-    chunk is what two threads trading the GIL pay for)."""
-    hb, wb = piece.shape[:2]
-    hi, wi = xs.shape[:2]
+    """``piece`` ``(ns, hb, wb, C)`` = the rows ``top ..`` and columns ``left ..`` of the
+    samples ``xs`` ``(ns, H, W, C)``, zeros where they fall outside them (plain slices: the
+    Python work per chunk is what two threads trading the GIL pay for)."""
+    hb, wb = piece.shape[1:3]
+    hi, wi = xs.shape[1:3]
     a, b = max(top, 0), min(top + hb, hi)
     e, f = max(left, 0), min(left + wb, wi)
     if b <= a or f <= e:
         piece[...] = 0
         return
-    piece[a - top : b - top, e - left : f - left] = xs[a:b, e:f]
+    piece[:, a - top : b - top, e - left : f - left] = xs[:, a:b, e:f]
     if a > top:
-        piece[: a - top] = 0
+        piece[:, : a - top] = 0
     if b - top < hb:
-        piece[b - top :] = 0
+        piece[:, b - top :] = 0
     if e > left:
-        piece[:, : e - left] = 0
+        piece[:, :, : e - left] = 0
     if f - left < wb:
-        piece[:, f - left :] = 0
+        piece[:, :, f - left :] = 0
