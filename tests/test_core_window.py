@@ -190,7 +190,8 @@ def test_tile_block_group_major_pieces_match_the_padded_reference(letters, spans
                     g_axis=letters.index("G"), mode="constant")
     pieces = [(slice(0, 3), slice(0, 4), (0, want.shape[1])),
               (slice(1, 2), slice(1, 3), (0, 3)),
-              (slice(0, 2), slice(2, 4), (2, want.shape[1]))]
+              (slice(0, 2), slice(2, 4), (2, want.shape[1])),
+              (slice(1, 3), slice(3, 4), (1, 4))]  # one group: copied as rows of floats
     for junk_first in (True, False):
         for samples, groups, rows in pieces:
             for _ in range(2):  # the second time into the same slot, borders kept

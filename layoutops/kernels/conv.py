@@ -723,12 +723,14 @@ def _chunks_b(block, wmat, geometry, res, sizes, pix, cdtype):
     kc_, o = wmat.shape[1:]
     p_in = math.prod(pix[1:])
     inner = (slice(None),) * (k - 1)
-    # groups, no dilation along the innermost axis: the chunk's input is first copied
-    # group-major, where the kw * c values a window reads on one input row are contiguous,
-    # and the columns are copied from there as items of kw * c values instead of c
-    # (`_copy_row_runs`; grouped case of BENCH.md 2.45 -> 2.3 ms channels-last; with one
-    # group, copied straight from the block, it measured 3-7% slower on resnet 3x3 / 1-D)
-    runs = _ROW_RUNS and g > 1 and geometry.dilations[-1] == 1
+    # groups (or one group of few channels), no dilation along the innermost axis: the
+    # chunk's input is first copied group-major, where the kw * c values a window reads on
+    # one input row are contiguous, and the columns are copied from there as items of kw * c
+    # values instead of c (`_copy_row_runs`; grouped case of BENCH.md 2.45 -> 2.3 ms
+    # channels-last; with one group of 64 channels, copied straight from the block, it
+    # measured 3-7% slower on resnet 3x3 / 1-D; `_ONE_GROUP_RUN_BYTES` for one group)
+    runs = _ROW_RUNS and (g > 1 or c * np.dtype(cdtype).itemsize <= _ONE_GROUP_RUN_BYTES) and (
+        geometry.dilations[-1] == 1)
     stride0, extent0 = geometry.strides[0], geometry.extents[0]
     rows_in = (rc - 1) * stride0 + extent0
     rest_in = block.shape[2 : 1 + k]  # the block's spatial sizes after the first
@@ -793,6 +795,11 @@ def _chunk_gemm_b(cols, wmat, res, ns, ne, rs, re_, inner, gs, ge, o) -> None:
 _ROW_RUNS = True
 #: ... from a group-major stage padded straight from the input (`TileBlock.piece_group_major`)
 _STAGE_FROM_INPUT = True
+#: ... and so are one-group chunks whose pixels hold at most this many bytes of channels
+#: (5-round A/Bs, channels-last, 2 threads, ms, channel items -> kernel-row items: 8x224x224x3
+#: k7 s2 -> 64 10.76 -> 10.29, k3 s2 -> 32 2.58 -> 2.14; 8x128x128x2 k5 -> 16 3.79 -> 3.02;
+#: 1-D 16x16000x1 k9 s2 -> 32 1.69 -> 1.55; 8x64x64x4 k3 s2 0.60 -> 0.58)
+_ONE_GROUP_RUN_BYTES = 16
 
 
 def _stage_groups(b, stage, item):
