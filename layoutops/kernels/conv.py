@@ -391,10 +391,14 @@ def _taps_flat_tile(x_canon, spans, wmat, geometry, form, tgt, cdtype):
     pix = tuple(hi - lo - e + 1 for (lo, hi), e in zip(spans, geometry.extents, strict=True))
     if x_canon.shape[0] * math.prod(pix) * ck * np.dtype(cdtype).itemsize <= _MIN_SPLIT_BYTES:
         return None  # small: one GEMM (`_run_im2col`)
-    if not taps_flat.applies(geometry, g, x, form, cdtype, spans[1][0], pix, outputs):
-        return None
-    return taps_flat.run_taps_flat(x, spans[0][0], spans[1][0], wmat, geometry, form, tgt,
-                                   cdtype, pix)
+    if taps_flat.applies(geometry, g, x, form, cdtype, spans[1][0], pix, outputs):
+        return taps_flat.run_taps_flat(x, spans[0][0], spans[1][0], wmat, geometry, form, tgt,
+                                       cdtype, pix)
+    if form == "B" and taps_flat.applies_batch(geometry, g, x, cdtype, spans[0][0],
+                                               spans[1][0], pix, outputs):
+        return taps_flat.run_taps_batch(x, spans[0][0], spans[1][0], wmat, geometry, tgt,
+                                        cdtype)
+    return None
 
 
 #: channels-first 1-D tiles with unit stride run as accumulating GEMMs per tap (`taps_1d`)

@@ -27,6 +27,11 @@ channels-first / -last): the dilated case of BENCH.md 7.7/6.4 -> 6.8/5.8 ms, 1x6
 constants below hold the rest).
 
 Chunks (sample, run of output rows) run as one pipeline per thread on single-threaded BLAS.
+
+Channels-last planes too small for per-sample GEMMs (`run_taps_batch`): with "same" padding
+both ways the tap shift is fixed across samples too, so each tap is one GEMM over the flat
+pixels of several samples; the output rows and columns where a tap falls in the padding
+(it reads the neighbouring row or sample there) are kept and put back around its GEMM.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from . import blas
 from .gemm import available, blasable, gemm, reshape_view
 from .geometry import Geometry
 
-__all__ = ["applies", "run_taps_flat"]
+__all__ = ["applies", "applies_batch", "run_taps_batch", "run_taps_flat"]
 
 #: input channels (each tap's GEMM's K) from which the flat taps beat the wide rows: every tap's
 #: GEMM reads and writes the whole output once, so thin K loses. 7-round A/Bs against the wide
@@ -209,3 +214,116 @@ def _covers_rows(top: int, r0: int, r1: int, height: int) -> bool:
     """True if the tap whose output row 0 reads input row ``top`` reads inside the input for
     every output row in ``[r0, r1)``."""
     return top + r0 >= 0 and top + r1 <= height
+
+
+def applies_batch(geometry: Geometry, groups: int, x: np.ndarray, cdtype, row0: int,
+                  col0: int, pix, outputs: int) -> bool:
+    """True for a channels-last source ``x`` ``(n, H, W, c)`` of several samples whose output
+    plane is the input's (``pix == (H, W)``: "same" padding both ways, first tap at ``(row0,
+    col0)``, both ``<= 0``), one group of at least `MIN_CHANNELS` channels, unit strides,
+    2 to `MAX_TAPS` taps, a BLAS `gemm` for ``cdtype``, and planes too small for
+    `applies`: their taps run over all the samples of a chunk at once (`run_taps_batch`)."""
+    cdtype = np.dtype(cdtype)
+    n, height, width, c = x.shape
+    if (
+        not _BATCH
+        or n < 2
+        or groups != 1
+        or not MIN_CHANNELS <= c <= BATCH_MAX_CHANNELS
+        or not 1 < math.prod(geometry.kernel_sizes) <= MAX_TAPS
+        or geometry.n_spatial != 2
+        or geometry.strides != (1, 1)
+        or x.dtype != cdtype
+        or not available(cdtype)
+        or tuple(pix) != (height, width)
+        or height * width > BATCH_MAX_PIXELS
+    ):
+        return False
+    borders = [(k - 1) * d for k, d in zip(geometry.kernel_sizes, geometry.dilations,
+                                            strict=True)]
+    return (-borders[0] <= row0 <= 0 and -borders[1] <= col0 <= 0
+            and height >= BATCH_SIZE_PER_BORDER * borders[0]
+            and width >= BATCH_SIZE_PER_BORDER * borders[1]
+            and 2 * n * height * width * c * outputs >= 2 * MIN_GEMM_FLOPS)
+
+
+#: planes of at most this many pixels that `applies` turns down take the batch form, with
+#: at most `BATCH_MAX_CHANNELS` channels (more: the im2col GEMM's long K pays for its copy;
+#: the late 3x3 of BENCH.md, 512 channels, 6.8 -> 7.0 ms batched) and at least
+#: `BATCH_SIZE_PER_BORDER` times as high and wide as their border rows / columns. 7-round
+#: A/Bs against the im2col chunks (3x3 "same", channels-last, 2-core test machine, ms):
+#: 8x32x32x32 1.53 -> 1.26, 8x16x16x64 1.32 -> 1.09, 64x8x8x64 2.09 -> 1.75, 24x16x16x128
+#: 8.58 -> 7.07, 8x14x14x128 2.50 -> 2.18, 8x12x12x96 dilation 2 1.34 -> 1.14; 8x8x8x64
+#: and 16x16x16x32 equal, 32x16x16x32 -> 64 2.09 -> 2.19. Planes the per-sample taps take
+#: stay there (the dilated case of BENCH.md, 4x32x32x128, 4.65 -> 4.69 batched)
+BATCH_MAX_PIXELS = 1024
+BATCH_MAX_CHANNELS = 256
+BATCH_SIZE_PER_BORDER = 3
+_BATCH = True
+
+
+def run_taps_batch(x: np.ndarray, row0: int, col0: int, wmat: np.ndarray,
+                   geometry: Geometry, tgt, cdtype) -> np.ndarray | None:
+    """`run_taps_flat` for small planes, channels-last (`applies_batch` must hold): one
+    accumulating GEMM per tap over the flat pixels of several whole samples at once.
+
+    With the output plane the size of the input's, output pixel ``q`` (flat over samples,
+    rows and columns) and the input pixel tap ``(i, j)`` reads sit ``(row0 + i * dh) * W +
+    col0 + j * dw`` apart in every sample, so each tap is one GEMM over a chunk's samples.
+    Where the tap falls in the padding (the first or last rows or columns of each sample) it
+    reads a neighbouring row or sample instead: those output cells are kept before the tap's
+    GEMM and put back after it (the tap adds nothing there). The chunks are runs of samples,
+    one pipeline per thread on single-threaded BLAS. Returns the result in the im2col
+    order ``(n, H, W, 1, O)`` (``tgt`` if given), or ``None`` if the arrays do not have flat
+    pixel runs."""
+    n, height, width, c = x.shape
+    kh, kw = geometry.kernel_sizes
+    dh, dw = geometry.dilations
+    o = wmat.shape[2]
+    wtaps = np.ascontiguousarray(wmat[0].reshape(kh, kw, c, o))
+    plane = height * width
+    res = tgt if tgt is not None else np.empty((n, height, width, 1, o), dtype=cdtype)
+    xf = reshape_view(x, (n * plane, c))
+    rf = reshape_view(res[:, :, :, 0], (n * plane, o))
+    if xf is None or rf is None or not (blasable(xf) and blasable(rf)):
+        return None
+    per_sample = plane * (c + o) * np.dtype(cdtype).itemsize
+    step = max(1, min(CHUNK_BYTES // per_sample, -(-n // 2)))
+    step = -(-n // -(-n // step))  # equal runs, at least two
+    chunks = [(s, min(n, s + step)) for s in range(0, n, step)]
+    # (row offset, column offset, weights) per tap that reads inside the plane somewhere;
+    # a tap at offset (0, 0) first: it reads inside for every output cell and writes
+    taps = [(row0 + i * dh, col0 + j * dw, wtaps[i, j]) for i in range(kh) for j in range(kw)
+            if abs(row0 + i * dh) < height and abs(col0 + j * dw) < width]
+    taps.sort(key=lambda t: (t[0], t[1]) != (0, 0))
+    total = n * plane
+
+    def wrong(offset: int, size: int) -> slice | None:
+        """The output rows (columns) whose tap at ``offset`` falls outside ``size``."""
+        if offset == 0:
+            return None
+        return slice(0, -offset) if offset < 0 else slice(size - offset, size)
+
+    def part(items):
+        for s0, s1 in items:
+            out = res[s0:s1, :, :, 0]  # (samples, H, W, O)
+            q0, q1 = s0 * plane, s1 * plane
+            accumulate = bool(taps) and (taps[0][0], taps[0][1]) != (0, 0)
+            if accumulate or not taps:
+                rf[q0:q1] = 0
+            for top, left, wt in taps:
+                rows, cols = wrong(top, height), wrong(left, width)
+                kept_rows = out[:, rows].copy() if rows is not None else None
+                kept_cols = out[:, :, cols].copy() if cols is not None else None
+                shift = top * width + left
+                a, b = max(q0, -shift), min(q1, total - shift)
+                if a < b and not gemm(xf[a + shift : b + shift], wt, rf[a:b], accumulate):
+                    raise RuntimeError("taps_flat: BLAS declined a GEMM that applies() allowed")
+                accumulate = True
+                if kept_rows is not None:
+                    out[:, rows] = kept_rows
+                if kept_cols is not None:
+                    out[:, :, cols] = kept_cols
+
+    blas.pipelines(part, chunks)
+    return res
