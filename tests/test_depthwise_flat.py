@@ -252,9 +252,13 @@ _TRANSPOSED = [
 
 @pytest.mark.parametrize("case", _TRANSPOSED, ids=lambda c: f"k{c[1]}-s{c[2]}-p{c[3]}-op{c[4]}")
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
-def test_depthwise_conv_transpose_by_phases(case, layout, fused_grads):
-    """Depthwise transposed convs run as one forward depthwise conv per output phase; against
-    a plain scatter loop (every input cell times every tap, added where it lands)."""
+@pytest.mark.parametrize("staged", [True, False], ids=["staged", "einsum-into-phase"])
+def test_depthwise_conv_transpose_by_phases(case, layout, staged, fused_grads, monkeypatch):
+    """Depthwise transposed convs run as one forward depthwise conv per output phase (its
+    channels-last phases summed in scratch and copied out, or written by einsum straight
+    into their strided view); against a plain scatter loop (every input cell times every
+    tap, added where it lands)."""
+    monkeypatch.setattr(depthwise_flat, "STAGED_RUN_BYTES", 1 << 30 if staged else 0)
     shape, ksize, stride, padding, output_padding, dilation = case
     c = shape[1]
     rng = np.random.default_rng(sum(shape) + sum(ksize) + sum(stride))
