@@ -21,7 +21,7 @@ from layoutops.kernels import conv as kconv
         (1, 1, 96, True, 2, "direct"),
         (1, 1, 8, False, 2, "im2col"),  # few groups, channels-first
         (1, 1, 8, True, 2, "direct"),
-        (1, 1, 32, False, 3, "im2col"),  # 3-D channels-first
+        (1, 1, 32, False, 3, "direct"),  # 3-D channels-first (by `depthwise_volume`)
         (1, 1, 128, False, 1, "im2col"),  # 1-D channels-first
         (1, 1, 128, True, 1, "direct"),
         (1, 1, 32, True, 3, "direct"),
@@ -39,6 +39,10 @@ from layoutops.kernels import conv as kconv
 def test_auto_choice(c_per, o_per, groups, channels_last, n_spatial, want):
     assert kconv.choose_algorithm("auto", c_per, o_per, groups, channels_last,
                                   n_spatial) == want
+    # a width stride: 3-D channels-first has no one-einsum path, and keeps im2col
+    strided = "im2col" if (n_spatial, channels_last) == (3, False) else want
+    assert kconv.choose_algorithm("auto", c_per, o_per, groups, channels_last, n_spatial,
+                                  width_stride=2) == strided
     assert kconv.choose_algorithm("per_tap", c_per, o_per, groups, channels_last,
                                   n_spatial) == "per_tap"
 

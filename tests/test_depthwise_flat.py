@@ -435,6 +435,7 @@ def test_width_strides_by_phase_match_reference(channels_last, threads, forced, 
 _CASES_3D = [
     # (input NC*S, kernel, padding pairs, dilation, stride, channel multiplier)
     ((2, 3, 5, 6, 7), (3, 3, 3), ((1, 1), (1, 1), (1, 1)), (1, 1, 1), (1, 1, 1), 1),
+    ((3, 2, 6, 5, 4), (2, 3, 3), ((0, 1), (2, 0), (1, 2)), (2, 1, 2), (2, 2, 1), 1),
     ((1, 4, 6, 7, 5), (2, 3, 2), ((1, 0), (2, 1), (0, 1)), (2, 1, 1), (2, 1, 2), 1),
     ((2, 2, 4, 5, 6), (3, 1, 3), ((2, 2), (0, 0), (1, 1)), (1, 1, 2), (1, 1, 1), 2),
     ((1, 3, 3, 4, 4), (3, 2, 2), ((0, 0), (1, 1), (0, 1)), (1, 1, 1), (3, 1, 1), 1),
@@ -443,8 +444,10 @@ _CASES_3D = [
 
 @pytest.mark.parametrize("case", _CASES_3D, ids=lambda c: f"{c[0]}-k{c[1]}-d{c[3]}-s{c[4]}")
 @pytest.mark.parametrize("layout", ["NDHWC", "NCDHW"])
-def test_3d_depthwise_by_depth_taps_matches_reference(case, layout, forced, monkeypatch):
-    """3-D depthwise convs as one 2-D `depthwise_flat` conv per depth tap
+@pytest.mark.parametrize("volume", [True, False], ids=["volume", "depth-taps"])
+def test_3d_depthwise_matches_reference(case, layout, volume, forced, monkeypatch):
+    """3-D depthwise convs as one einsum per chunk of output depths (`depthwise_volume`:
+    unit width stride, no channel multiplier) or one 2-D `depthwise_flat` conv per depth tap
     (`depthwise_depth_taps`), in small runs of output depths (a tiny workspace limit), with
     a bias; on one thread and on two the same bits."""
     shape, ksize, pads, dilation, stride, mult = case
@@ -454,7 +457,10 @@ def test_3d_depthwise_by_depth_taps_matches_reference(case, layout, forced, monk
     w = rng.standard_normal((c * mult, 1, *ksize))
     b = rng.standard_normal(c * mult)
     want = conv_ref(x, w, b, strides=stride, pads=pads, dilations=dilation, groups=c)
+    monkeypatch.setattr(depthwise_flat, "_VOLUME", volume)
+    by_volume = volume and stride[2] == 1 and mult == 1
     runs = record_taken(monkeypatch, kconv, "depthwise_depth_taps", taken=lambda r: True)
+    volumes = record_taken(monkeypatch, kconv, "depthwise_volume", taken=lambda r: r)
     monkeypatch.setattr(depthwise_flat, "get_workspace_limit", lambda: 2048)  # 1 depth a run
     got = {}
     for threads in (1, 2):
@@ -465,7 +471,8 @@ def test_3d_depthwise_by_depth_taps_matches_reference(case, layout, forced, monk
                                    kernel_layout="OIDHW", algorithm="direct")
         finally:
             set_num_threads(previous)
-    assert runs == [True, True]
+    assert runs == ([] if by_volume else [True, True])
+    assert volumes == ([True, True] if by_volume else [False, False] if mult == 1 else [])
     np.testing.assert_allclose(act_from(got[1], layout, "NCDHW"), want, rtol=1e-12,
                                atol=1e-12)
     np.testing.assert_array_equal(got[1], got[2])

@@ -86,7 +86,13 @@ import math
 import numpy as np
 
 from . import blas, taps_1d, taps_flat
-from .depthwise_flat import depthwise_depth_taps, depthwise_flat, row_sizes, rows_view
+from .depthwise_flat import (
+    depthwise_depth_taps,
+    depthwise_flat,
+    depthwise_volume,
+    row_sizes,
+    rows_view,
+)
 from .gemm import blasable, gemm_sum, reshape_view
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
@@ -116,13 +122,15 @@ PADDING_MODES = {
 
 
 def choose_algorithm(algorithm: str, c_per_group: int, o_per_group: int = 1, groups: int = 1,
-                     channels_last: bool = False, n_spatial: int = 2) -> str:
+                     channels_last: bool = False, n_spatial: int = 2,
+                     width_stride: int = 1) -> str:
     """The strategy ``"auto"`` resolves to (other names are returned unchanged).
 
     ``direct`` for depthwise convolutions (one input channel per group) with few outputs per
     group among many groups: channels-last, at most ``min(4, groups // 8)`` outputs per group
-    (at least 1); channels-first 2-D, one output per group and at least 16 groups.
-    Everything else -> ``im2col``. The direct sums cost grows with the outputs per group,
+    (at least 1); channels-first 2-D, or 3-D with a unit ``width_stride`` (one einsum per
+    chunk, `depthwise_volume`), one output per group and at least 16 groups. Everything else
+    -> ``im2col``. The direct sums cost grows with the outputs per group,
     while ``im2col`` shares one column copy among them: a conv of a one-channel input
     (``groups = 1``: grayscale images, waveforms, volumes) went to ``direct`` before and ran
     10-25x slower than ``im2col`` (8x1x224x224 -> 32 3x3: 142 / 131 ms against 10.8 / 11.7
@@ -133,7 +141,10 @@ def choose_algorithm(algorithm: str, c_per_group: int, o_per_group: int = 1, gro
     channels-first, one output per group, 56x56: 8 groups 1.05 / 1.56, 32 groups 2.8 / 2.3,
     96 groups 8.2 / 5.2; 1-D channels-first 8x128x1000 k3 1.64 / 3.53, 16x64x4000 6.1 / 8.7,
     8x256x500 k5 2.2 / 2.7 (4x32x16000 k9 7.0 / 6.2); 3-D (`depthwise_depth_taps`),
-    2x32x16x32x32, 32 groups, channels-first 8.3 / 14.4, channels-last 23.8 / 11.0.
+    2x32x16x32x32, 32 groups, channels-first 8.3 / 14.4, channels-last 23.8 / 11.0; by
+    `depthwise_volume`, channels-first 2x32x16x32x32 8.1 / 3.9, 1x32x16x16x16 1.25 / 0.81,
+    4x96x8x14x14 5.0 / 2.2, 1x16x8x16x16 0.55 / 0.23 (a channel multiplier of 2, by depth
+    taps: 8.7 / 30).
 
     With zero padding the 1-D/2-D direct sums are one fused einsum per chunk in either
     layout (faster than ``im2col`` with strides too, e.g. 8x96x112x112 3x3 stride 2
@@ -157,7 +168,8 @@ def choose_algorithm(algorithm: str, c_per_group: int, o_per_group: int = 1, gro
     if channels_last:
         direct = o_per_group <= min(4, max(1, groups // 8))
     else:
-        direct = o_per_group == 1 and groups >= 16 and n_spatial == 2
+        direct = o_per_group == 1 and groups >= 16 and (
+            n_spatial == 2 or (n_spatial == 3 and width_stride == 1 and _VOLUME_FIRST))
     return "direct" if direct else "im2col"
 
 
@@ -215,7 +227,8 @@ def conv_forward(
             out += bias.reshape(shape).astype(dtype)
         return out
     form = "A" if _channels_first(out_letters) else "B"
-    algorithm = choose_algorithm(algorithm, c_per, o_per, groups, form == "B", len(spatial))
+    algorithm = choose_algorithm(algorithm, c_per, o_per, groups, form == "B", len(spatial),
+                                 geometry.strides[-1])
     if (
         algorithm == "direct"
         and padding_mode == "zeros"
@@ -1508,9 +1521,10 @@ def _depthwise(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geo
     """Depthwise 1-D/2-D with zero padding, any layouts, by `depthwise_flat`: one fused sum
     of products per padded chunk (channels-first input and output go through it as views
     with the channel axis moved last; its chunk copies move the channels innermost and cast
-    to ``cdtype``; a channel multiplier ``M`` makes ``M`` sums per chunk). 3-D: one such 2-D
-    conv per depth tap (`depthwise_depth_taps`). Returns False (nothing done) unless one
-    input channel per group."""
+    to ``cdtype``; a channel multiplier ``M`` makes ``M`` sums per chunk). 3-D: one einsum
+    per chunk of output depths (`depthwise_volume`), or, with a width stride or a channel
+    multiplier, one such 2-D conv per depth tap (`depthwise_depth_taps`). Returns False
+    (nothing done) unless one input channel per group."""
     spatial = "".join(c for c in x_letters if c not in "NGC")
     dims = dict(zip(w_letters, w_grouped.shape, strict=True))
     if dims["I"] != 1 or (len(spatial) == 3 and not _DEPTH_TAPS):
@@ -1523,7 +1537,8 @@ def _depthwise(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geo
     bias = None if bias is None else bias.astype(cdtype)
     if len(spatial) == 3:
         sizes = (geometry.kernel_sizes, geometry.strides, geometry.dilations, geometry.pads)
-        depthwise_depth_taps(x, w, dst, sizes, bias, cdtype)
+        if dims["O"] != 1 or not depthwise_volume(x, w[..., 0], dst, sizes, bias, cdtype):
+            depthwise_depth_taps(x, w, dst, sizes, bias, cdtype)
         return True
     if len(spatial) == 1:
         w = w[None]
@@ -1535,6 +1550,9 @@ def _depthwise(x_grouped, x_letters, w_grouped, w_letters, out, out_letters, geo
 
 #: 3-D depthwise convs (zero padding) as one 2-D `depthwise_flat` conv per depth tap
 _DEPTH_TAPS = True
+#: channels-first 3-D depthwise convs with a unit width stride take `direct` (one einsum per
+#: chunk, `depthwise_volume`)
+_VOLUME_FIRST = True
 
 
 def _accumulate(xs, wk, form, dst, tmp):

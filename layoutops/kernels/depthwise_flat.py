@@ -50,7 +50,7 @@ from .threads import get_num_threads, one_thread, parallel
 
 __all__ = [
     "CHUNK_ELEMS", "MAX_WEIGHT_ELEMS", "OUT_ROWS", "ROW_WEIGHT_ELEMS", "depthwise_flat",
-    "depthwise_depth_taps",
+    "depthwise_depth_taps", "depthwise_volume",
     "depthwise_weight_grad", "row_sizes", "rows_view",
 ]
 
@@ -454,3 +454,103 @@ def _padded_piece(piece, xs, top, left) -> None:
         piece[:, :, : e - left] = 0
     if f - left < wb:
         piece[:, :, f - left :] = 0
+
+
+#: 3-D depthwise convs with unit width stride, one output channel per input channel and
+#: repeated weights of at most `MAX_WEIGHT_ELEMS` values run as `depthwise_volume`
+_VOLUME = True
+
+
+def depthwise_volume(x, w, out, sizes, bias, cdtype) -> bool:
+    """``out = 3-D depthwise conv(x, w) (+ bias)`` with zero padding, ONE einsum per chunk.
+
+    ``x`` ``(n, D, H, W, C)`` and ``out`` ``(n, D_out, H_out, W_out, C)`` are any views (as
+    `depthwise_depth_taps`), ``w`` is ``(kd, kh, kw, C)`` in ``cdtype``, ``sizes`` the
+    per-axis ``(kernel, stride, dilation, pads)`` of the three axes. A chunk is a run of
+    output depths of one sample: its padded input ``(Db, Hb, Wb, C)`` is copied into scratch
+    (channels innermost), where the taps of all its output cells are one strided view
+    ``(depths, rows, kd, kh, kw, W_out * C)``, and one einsum with the taps' weights
+    (repeated along an output row) sums them, as `depthwise_flat` does for two axes: one
+    input copy and one pass instead of a 2-D conv, a copy and an addition per depth tap.
+    Returns False (nothing done) with a width stride, a channel multiplier or an output row
+    too long for the repeated weights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.ones((1, 3, 4, 4, 2))
+    >>> out = np.empty((1, 3, 4, 4, 2))
+    >>> pads = ((1, 1),) * 3
+    >>> depthwise_volume(x, np.ones((3, 3, 3, 2)), out, ((3, 3, 3), (1, 1, 1), (1, 1, 1),
+    ...                  pads), None, np.float64)
+    True
+    >>> float(out[0, 1, 1, 1, 0]), float(out[0, 0, 0, 0, 0])  # 27 taps inside, 8 at a corner
+    (27.0, 8.0)
+    """
+    (kd, kh, kw), (sd, sh, sw), (dd, dh, dw), pads = sizes
+    n, c = x.shape[0], x.shape[4]
+    d_out, h_out, w_out = out.shape[1:4]
+    cdtype = np.dtype(cdtype)
+    isz = cdtype.itemsize
+    taps = kd * kh * kw
+    if not _VOLUME or sw != 1 or w.ndim != 4 or taps * w_out * c > MAX_WEIGHT_ELEMS:
+        return False
+    wb = w_out + (kw - 1) * dw
+    hb = (h_out - 1) * sh + (kh - 1) * dh + 1
+    row, plane = wb * c, hb * wb * c
+    halo = (kd - 1) * dd + 1
+    budget = get_workspace_limit() // (4 * isz)
+    chunk = min(CHUNK_ELEMS, budget // get_num_threads())
+    depths = max(1, min(d_out, (chunk // plane - halo) // sd + 1))
+    depths = -(-d_out // -(-d_out // depths))  # equal runs
+    items = [(ni, d0, min(d_out, d0 + depths)) for ni in range(n) for d0 in range(0, d_out, depths)]
+    weights = np.ascontiguousarray(np.broadcast_to(w[:, :, :, None, :], (kd, kh, kw, w_out, c))
+                                   ).reshape(kd, kh, kw, w_out * c)
+    direct = out.dtype == cdtype and out.strides[4] == isz and out.strides[3] == c * isz
+    starts = tuple(-p[0] for p in pads)
+
+    def run(part):
+        for ni, d0, d1 in part:
+            nd = d1 - d0
+            db = (nd - 1) * sd + halo
+            buf = scratch("depthwise volume input", db * plane, cdtype)
+            _padded_volume(buf[: db * plane].reshape(db, hb, wb, c), x[ni],
+                           (d0 * sd + starts[0], *starts[1:]))
+            view = np.ndarray((nd, h_out, kd, kh, kw, w_out * c), cdtype, buf,
+                              strides=(sd * plane * isz, sh * row * isz, dd * plane * isz,
+                                       dh * row * isz, dw * c * isz, isz))
+            dst = out[ni, d0:d1]  # (depths, rows, columns, C)
+            rows = reshape_view(dst, (nd, h_out, w_out * c)) if direct else None
+            if rows is None or rows.strides[2] != isz:
+                rows = scratch("depthwise volume rows", dst.size, cdtype).reshape(
+                    nd, h_out, w_out * c)
+                np.einsum("draijk,aijk->drk", view, weights, out=rows)
+                dst[...] = rows.reshape(dst.shape)  # channels-first: moved back, in cache
+            else:
+                np.einsum("draijk,aijk->drk", view, weights, out=rows)
+            if bias is not None:
+                dst += bias
+
+    macs = out.size * taps
+    parallel(run, items, None if macs >= MIN_PARALLEL_MACS else 1)
+    return True
+
+
+def _padded_volume(piece, xs, starts) -> None:
+    """``piece`` ``(Db, Hb, Wb, C)`` = the cells of ``xs`` ``(D, H, W, C)`` from ``starts``
+    (per spatial axis; negative: padding), zeros where they fall outside it."""
+    src, dst = [], []
+    for size, start, n in zip(piece.shape[:3], starts, xs.shape[:3], strict=True):
+        lo, hi = max(start, 0), min(start + size, n)
+        if hi <= lo:
+            piece[...] = 0
+            return
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    piece[tuple(dst)] = xs[tuple(src)]
+    for axis, sl in enumerate(dst):
+        lead = (slice(None),) * axis
+        if sl.start > 0:
+            piece[lead + (slice(0, sl.start),)] = 0
+        if sl.stop < piece.shape[axis]:
+            piece[lead + (slice(sl.stop, None),)] = 0
