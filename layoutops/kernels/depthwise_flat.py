@@ -478,14 +478,13 @@ def depthwise_volume(x, w, out, sizes, bias, cdtype) -> bool:
     Examples
     --------
     >>> import numpy as np
-    >>> x = np.ones((1, 3, 4, 4, 2))
-    >>> out = np.empty((1, 3, 4, 4, 2))
-    >>> pads = ((1, 1),) * 3
-    >>> depthwise_volume(x, np.ones((3, 3, 3, 2)), out, ((3, 3, 3), (1, 1, 1), (1, 1, 1),
-    ...                  pads), None, np.float64)
+    >>> x = np.arange(4.0).reshape(1, 4, 1, 1, 1) * np.ones((1, 4, 3, 3, 2))  # depth index
+    >>> out = np.empty((1, 2, 3, 3, 2))  # depth stride 2
+    >>> sizes = ((3, 3, 3), (2, 1, 1), (1, 1, 1), ((1, 1),) * 3)
+    >>> depthwise_volume(x, np.ones((3, 3, 3, 2)), out, sizes, None, np.float64)
     True
-    >>> float(out[0, 1, 1, 1, 0]), float(out[0, 0, 0, 0, 0])  # 27 taps inside, 8 at a corner
-    (27.0, 8.0)
+    >>> float(out[0, 1, 1, 1, 0])  # depths 1, 2, 3, nine cells each
+    54.0
     """
     (kd, kh, kw), (sd, sh, sw), (dd, dh, dw), pads = sizes
     n, c = x.shape[0], x.shape[4]
