@@ -196,8 +196,8 @@ class _Chunks:
                               strides=(hb * prow * isz, sh * prow * isz, dh * prow * isz,
                                        wbp * c * isz, c * isz, isz))
         row = wb * c
-        _padded_piece(buf[: ns * hb * row].reshape(ns, hb, wb, c), x[n0 : n0 + ns],
-                      r0 * sh - ph, q0 * sw - pw)
+        _padded_cells(buf[: ns * hb * row].reshape(ns, hb, wb, c), x[n0 : n0 + ns],
+                      (r0 * sh - ph, q0 * sw - pw), lead=1)
         if self.contiguous:
             return np.ndarray((ns, n_r, kh, kw, n_q * c), self.cdtype, buf,
                               strides=(hb * row * isz, sh * row * isz, dh * row * isz,
@@ -434,28 +434,6 @@ def _phase_piece(piece, xs, top, left, width) -> None:
         rows[:, p, m_hi:] = 0
 
 
-def _padded_piece(piece, xs, top, left) -> None:
-    """``piece`` ``(ns, hb, wb, C)`` = the rows ``top ..`` and columns ``left ..`` of the
-    samples ``xs`` ``(ns, H, W, C)``, zeros where they fall outside them (plain slices: the
-    Python work per chunk is what two threads trading the GIL pay for)."""
-    hb, wb = piece.shape[1:3]
-    hi, wi = xs.shape[1:3]
-    a, b = max(top, 0), min(top + hb, hi)
-    e, f = max(left, 0), min(left + wb, wi)
-    if b <= a or f <= e:
-        piece[...] = 0
-        return
-    piece[:, a - top : b - top, e - left : f - left] = xs[:, a:b, e:f]
-    if a > top:
-        piece[:, : a - top] = 0
-    if b - top < hb:
-        piece[:, b - top :] = 0
-    if e > left:
-        piece[:, :, : e - left] = 0
-    if f - left < wb:
-        piece[:, :, f - left :] = 0
-
-
 #: 3-D depthwise convs with unit width stride, one output channel per input channel and
 #: repeated weights of at most `MAX_WEIGHT_ELEMS` values run as `depthwise_volume`
 _VOLUME = True
@@ -513,8 +491,8 @@ def depthwise_volume(x, w, out, sizes, bias, cdtype) -> bool:
             nd = d1 - d0
             db = (nd - 1) * sd + halo
             buf = scratch("depthwise volume input", db * plane, cdtype)
-            _padded_volume(buf[: db * plane].reshape(db, hb, wb, c), x[ni],
-                           (d0 * sd + starts[0], *starts[1:]))
+            _padded_cells(buf[: db * plane].reshape(db, hb, wb, c), x[ni],
+                          (d0 * sd + starts[0], *starts[1:]))
             view = np.ndarray((nd, h_out, kd, kh, kw, w_out * c), cdtype, buf,
                               strides=(sd * plane * isz, sh * row * isz, dd * plane * isz,
                                        dh * row * isz, dw * c * isz, isz))
@@ -535,11 +513,14 @@ def depthwise_volume(x, w, out, sizes, bias, cdtype) -> bool:
     return True
 
 
-def _padded_volume(piece, xs, starts) -> None:
-    """``piece`` ``(Db, Hb, Wb, C)`` = the cells of ``xs`` ``(D, H, W, C)`` from ``starts``
-    (per spatial axis; negative: padding), zeros where they fall outside it."""
-    src, dst = [], []
-    for size, start, n in zip(piece.shape[:3], starts, xs.shape[:3], strict=True):
+def _padded_cells(piece, xs, starts, lead: int = 0) -> None:
+    """``piece`` = the cells of ``xs`` from ``starts`` along the axes after the first
+    ``lead`` (taken whole) and before the last (the channels; ``starts`` negative: padding),
+    zeros where they fall outside ``xs`` (plain slices: the Python work per chunk is what two
+    threads trading the GIL pay for)."""
+    src, dst = [slice(None)] * lead, [slice(None)] * lead
+    for axis, start in enumerate(starts, lead):
+        size, n = piece.shape[axis], xs.shape[axis]
         lo, hi = max(start, 0), min(start + size, n)
         if hi <= lo:
             piece[...] = 0
@@ -547,9 +528,9 @@ def _padded_volume(piece, xs, starts) -> None:
         src.append(slice(lo, hi))
         dst.append(slice(lo - start, hi - start))
     piece[tuple(dst)] = xs[tuple(src)]
-    for axis, sl in enumerate(dst):
-        lead = (slice(None),) * axis
+    for axis in range(lead, lead + len(starts)):
+        sl, index = dst[axis], [slice(None)] * axis
         if sl.start > 0:
-            piece[lead + (slice(0, sl.start),)] = 0
+            piece[(*index, slice(0, sl.start))] = 0
         if sl.stop < piece.shape[axis]:
-            piece[lead + (slice(sl.stop, None),)] = 0
+            piece[(*index, slice(sl.stop, None))] = 0
