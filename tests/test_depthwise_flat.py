@@ -536,3 +536,31 @@ def test_runs_of_whole_samples_same_on_one_and_two_threads(multiplier, sample_ru
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_allclose(np.moveaxis(runs[0], 3, 1), want, rtol=1e-5, atol=1e-5)
     assert max(sample_runs) > 1
+
+
+def test_runs_of_c_values_keep_one_sample_chunks(sample_runs):
+    """A width stride over 64 float32 channels (einsum's loop over runs of C values, not
+    stored by phase): one sample per chunk, and the reference's result."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((4, 64, 7, 9))
+    w = rng.standard_normal((64, 1, 3, 3))
+    want = conv_ref(x, w, None, strides=(2, 2), pads=((1, 1), (1, 1)), dilations=(1, 1),
+                    groups=64)
+    got = lo.conv(act_to(x, "NCHW", "NHWC").astype(np.float32),
+                  w.astype(np.float32), stride=2, padding=1, groups=64, layout="NHWC",
+                  kernel_layout="OIHW")
+    np.testing.assert_allclose(act_from(got, "NHWC", "NCHW"), want, rtol=1e-4, atol=1e-4)
+    assert sample_runs and set(sample_runs) == {1}
+
+
+@pytest.mark.parametrize(("n", "fit", "parts", "want"),
+                         [(8, 3, 2, [2, 2, 2, 2]), (7, 2, 2, [2, 2, 2, 1]), (5, 9, 1, [5]),
+                          (6, 9, 2, [3, 3]), (3, 1, 2, [1, 1, 1])])
+def test_sample_runs_split_evenly_over_the_threads(n, fit, parts, want, monkeypatch):
+    """Runs as many as a multiple of the threads (8 samples that fit 3 to a chunk: 4 runs of
+    2 on two threads, not 3, 3 and 2), of equal length but the last."""
+    sizes = ((3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)))
+    per_sample = 6 * 7 * 4  # the padded piece of a 4x5x4 sample
+    monkeypatch.setattr(depthwise_flat, "CHUNK_ELEMS", fit * per_sample)
+    plan = depthwise_flat._Chunks((n, 4, 5, 4), (n, 4, 5, 4), sizes, np.float32, parts=parts)
+    assert [item[1] for item in plan.items] == want
