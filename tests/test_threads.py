@@ -258,3 +258,30 @@ def test_global_avg_pool_small_input_stays_on_the_calling_thread(threads, monkey
     got = lo.global_avg_pool(x, layout="NHWC")
     np.testing.assert_allclose(got, x.mean(axis=(1, 2), keepdims=True), rtol=1e-5)
     assert calls and 2 not in calls
+
+
+def _fullest_part(n, length, parts):
+    """Items in the fullest part when ``n`` items in runs of ``length`` are split by
+    `parallel` (contiguous parts of ``ceil(runs / parts)`` runs)."""
+    from layoutops.kernels.threads import parallel
+
+    runs = [list(range(s, min(n, s + length))) for s in range(0, n, length)]
+    loads = []
+    parallel(lambda part: loads.append(sum(len(r) for r in part)), runs, parts)
+    return max(loads)
+
+
+def test_balanced_run_minimises_the_fullest_part(threads):
+    """Against a brute force over every run length: the fullest thread's items as few as any
+    length allows, and the longest such length (fewer calls)."""
+    from layoutops.kernels.threads import balanced_run
+
+    threads(4)
+    for n in range(1, 21):
+        for most in range(1, 22):
+            for parts in (1, 2, 3, 4):
+                got = balanced_run(n, most, parts)
+                loads = {ln: _fullest_part(n, ln, parts) for ln in range(1, min(most, n) + 1)}
+                least = min(loads.values())
+                assert got <= max(1, most) and loads[got] == least
+                assert got == max(ln for ln, load in loads.items() if load == least)

@@ -46,7 +46,7 @@ import numpy as np
 from .gemm import reshape_view
 from .plan import get_workspace_limit
 from .scratch import scratch
-from .threads import get_num_threads, one_thread, parallel
+from .threads import balanced_run, get_num_threads, one_thread, parallel
 
 __all__ = [
     "CHUNK_ELEMS", "MAX_WEIGHT_ELEMS", "OUT_ROWS", "ROW_WEIGHT_ELEMS", "depthwise_flat",
@@ -167,12 +167,10 @@ class _Chunks:
             # sample). Not over runs of C values (a width stride, >= 64 channels): its
             # pieces are 4x the output, and runs of them measured 10-14% slower (8x28x28x192
             # stride 2 channels-last 1.08 -> 1.22 ms)
-            samples = max(1, min(chunk // self.buffer, -(-n // parts)))
-            # equal runs, as many as a multiple of the threads (8 samples in runs of 3, 3
-            # and 2 kept one thread busy with two runs: 8x56x56x64 3x3 stride 2 channels-last
-            # 2.02 -> 2.29 ms against one-sample chunks)
-            runs = math.ceil(math.ceil(n / samples) / parts) * parts
-            samples = math.ceil(n / min(runs, n))
+            # as many runs as a multiple of the threads (8 samples in runs of 3, 3 and 2 kept
+            # one thread busy with two runs: 8x56x56x64 3x3 stride 2 channels-last 2.02 ->
+            # 2.29 ms against one-sample chunks)
+            samples = balanced_run(n, chunk // self.buffer, parts)
         self.buffer *= samples
         self.items = [(n0, min(n, n0 + samples) - n0, r0, q0, min(ho, r0 + rows) - r0,
                        min(wo, q0 + q) - q0)

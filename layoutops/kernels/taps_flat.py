@@ -43,6 +43,7 @@ import numpy as np
 from . import blas
 from .gemm import available, blasable, gemm, reshape_view
 from .geometry import Geometry
+from .threads import balanced_run
 
 __all__ = ["applies", "applies_batch", "run_taps_batch", "run_taps_flat"]
 
@@ -288,8 +289,9 @@ def run_taps_batch(x: np.ndarray, row0: int, col0: int, wmat: np.ndarray,
     if xf is None or rf is None or not (blasable(xf) and blasable(rf)):
         return None
     per_sample = plane * (c + o) * np.dtype(cdtype).itemsize
-    step = max(1, min(CHUNK_BYTES // per_sample, -(-n // 2)))
-    step = -(-n // -(-n // step))  # equal runs, at least two
+    # at least two runs, whatever the thread count (the split, and so the sums, must not
+    # depend on it), as many as a multiple of two
+    step = balanced_run(n, CHUNK_BYTES // per_sample, 2)
     chunks = [(s, min(n, s + step)) for s in range(0, n, step)]
     # (row offset, column offset, weights) per tap that reads inside the plane somewhere;
     # a tap at offset (0, 0) first: it reads inside for every output cell and writes

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -24,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["get_num_threads", "set_num_threads", "one_thread", "parallel", "parallel_copy"]
+__all__ = ["balanced_run", "get_num_threads", "set_num_threads", "one_thread", "parallel",
+           "parallel_copy"]
 
 _MAX_THREADS = 8
 _OVERRIDE: list[int | None] = [None]
@@ -148,6 +150,31 @@ def _inside(fn, part):
         return fn(part)
     finally:
         _LOCAL.inside = False
+
+
+def balanced_run(n: int, most: int, parts: int) -> int:
+    """The length of the runs (equal but the last) ``n`` items are cut into, at most
+    ``most`` each, such that the fullest of ``parts`` contiguous parts of runs (`parallel`'s
+    split over the threads) holds as few items as it can, and the runs are as long as that
+    allows (8 items of at most 3 on two threads: runs of 2, 4 items a thread, where runs of
+    3 would give one thread 6).
+
+    Examples
+    --------
+    >>> from layoutops.kernels.threads import balanced_run
+    >>> balanced_run(8, 3, 2), balanced_run(8, 8, 2), balanced_run(9, 2, 2), balanced_run(5, 9, 1)
+    (2, 4, 1, 5)
+    """
+    best = math.ceil(n / parts)  # the fewest items the fullest part can hold
+    chosen, fewest = 1, n + 1
+    for length in range(max(1, min(most, best)), 0, -1):
+        runs = math.ceil(n / length)
+        load = min(n, math.ceil(runs / parts) * length)
+        if load < fewest:
+            chosen, fewest = length, load
+        if load <= best:
+            break
+    return chosen
 
 
 #: copies below this many bytes stay on the calling thread (1 MiB: 0.06 ms on one thread,
