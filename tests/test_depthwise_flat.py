@@ -253,12 +253,18 @@ _TRANSPOSED = [
 @pytest.mark.parametrize("case", _TRANSPOSED, ids=lambda c: f"k{c[1]}-s{c[2]}-p{c[3]}-op{c[4]}")
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("staged", [True, False], ids=["staged", "einsum-into-phase"])
-def test_depthwise_conv_transpose_by_phases(case, layout, staged, fused_grads, monkeypatch):
+@pytest.mark.parametrize("side_by_side", [False, True], ids=["in-turn", "side-by-side"])
+def test_depthwise_conv_transpose_by_phases(case, layout, staged, side_by_side, fused_grads,
+                                            monkeypatch):
     """Depthwise transposed convs run as one forward depthwise conv per output phase (its
     channels-last phases summed in scratch and copied out, or written by einsum straight
-    into their strided view); against a plain scatter loop (every input cell times every
-    tap, added where it lands)."""
+    into their strided view; the phases in turn, or side by side on two threads); against a
+    plain scatter loop (every input cell times every tap, added where it lands)."""
     monkeypatch.setattr(depthwise_flat, "STAGED_RUN_BYTES", 1 << 30 if staged else 0)
+    if side_by_side:  # every phase below the split threshold, none below the side-by-side one
+        monkeypatch.setattr(depthwise_flat, "MIN_PARALLEL_MACS", 1 << 30)
+        monkeypatch.setattr(kct, "PHASES_PARALLEL_MACS", 0)
+    spied = spy_parallel(monkeypatch, kct)
     shape, ksize, stride, padding, output_padding, dilation = case
     c = shape[1]
     rng = np.random.default_rng(sum(shape) + sum(ksize) + sum(stride))
@@ -283,6 +289,15 @@ def test_depthwise_conv_transpose_by_phases(case, layout, staged, fused_grads, m
     assert fused_grads[1] == ([] if unit else [True])
     assert fused_grads[2] == ([True] if unit else [])
     np.testing.assert_allclose(act_from(got, layout, "NCHW"), want, rtol=1e-12, atol=1e-12)
+    reached = sum(1 for taps in _phase_taps(ksize, stride, padding, dilation) if taps)
+    assert spied == ([None] if side_by_side and not unit and reached > 1 else [])
+
+
+def _phase_taps(ksize, stride, padding, dilation):
+    """Per output phase of a transposed conv, the number of kernel taps that land on it."""
+    per_axis = [[sum(1 for t in range(k) if (t * d - p - r) % s == 0) for r in range(s)]
+                for k, s, p, d in zip(ksize, stride, padding, dilation, strict=True)]
+    return [a * b for a, b in itertools.product(*per_axis)]
 
 
 def test_depthwise_conv_transpose_1d_strided(fused_grads):
