@@ -554,15 +554,15 @@ def test_runs_of_whole_samples_same_on_one_and_two_threads(multiplier, sample_ru
 
 
 def test_runs_of_c_values_keep_one_sample_chunks(sample_runs):
-    """A width stride over 64 float32 channels (einsum's loop over runs of C values, not
+    """A width stride over 96 float32 channels (einsum's loop over runs of C values, not
     stored by phase): one sample per chunk, and the reference's result."""
     rng = np.random.default_rng(14)
-    x = rng.standard_normal((4, 64, 7, 9))
-    w = rng.standard_normal((64, 1, 3, 3))
+    x = rng.standard_normal((4, 96, 7, 9))
+    w = rng.standard_normal((96, 1, 3, 3))
     want = conv_ref(x, w, None, strides=(2, 2), pads=((1, 1), (1, 1)), dilations=(1, 1),
-                    groups=64)
+                    groups=96)
     got = lo.conv(act_to(x, "NCHW", "NHWC").astype(np.float32),
-                  w.astype(np.float32), stride=2, padding=1, groups=64, layout="NHWC",
+                  w.astype(np.float32), stride=2, padding=1, groups=96, layout="NHWC",
                   kernel_layout="OIHW")
     np.testing.assert_allclose(act_from(got, "NHWC", "NCHW"), want, rtol=1e-4, atol=1e-4)
     assert sample_runs and set(sample_runs) == {1}
@@ -579,3 +579,14 @@ def test_sample_runs_split_evenly_over_the_threads(n, fit, parts, want, monkeypa
     monkeypatch.setattr(depthwise_flat, "CHUNK_ELEMS", fit * per_sample)
     plan = depthwise_flat._Chunks((n, 4, 5, 4), (n, 4, 5, 4), sizes, np.float32, parts=parts)
     assert [item[1] for item in plan.items] == want
+
+
+@pytest.mark.parametrize(("channels", "phased"), [(64, True), (72, False)])
+def test_width_strides_by_phase_up_to_64_float32_channels(channels, phased, monkeypatch):
+    """`PHASE_RUN_BYTES` (256) of channels per pixel and fewer are stored by phase."""
+    pieces = record_taken(monkeypatch, depthwise_flat, "_phase_piece", taken=lambda r: True)
+    x = np.ones((1, 6, 6, channels), np.float32)
+    got = lo.conv(x, np.ones((3, 3, 1, channels), np.float32), stride=2, padding=1,
+                  groups=channels, layout="NHWC")
+    assert bool(pieces) == phased
+    assert got[0, 1, 1, 0] == 9 and got[0, 0, 0, 0] == 4

@@ -76,14 +76,18 @@ OUT_ROWS = 16
 #: 0.72 / 0.71, 1.06 / 1.02; but 8x96x56x56 3.1 / 5.0, 4.8 / 8.0)
 MIN_PARALLEL_MACS = 1 << 22
 
-#: forward convs with a width stride (undilated) and fewer than `PHASE_RUN_BYTES` of channels
+#: forward convs with a width stride (undilated) and at most `PHASE_RUN_BYTES` of channels
 #: per pixel store each chunk's columns by phase (`_Chunks.taps`, `_phase_piece`): einsum's
 #: contiguous form over whole rows instead of its loop over runs of C values, at the price of
 #: zero taps up to a multiple of the stride (3x3 stride 2: 4 column taps per row, not 3).
 #: 5-round A/Bs, 3x3 stride 2, ms channels-last / -first, runs -> phases: 8x112x112x16 2.69 /
 #: 3.10 -> 1.67 / 2.61, x32 3.49 / 4.54 -> 2.58 / 4.06, x48 4.05 / 5.31 -> 3.26 / 4.84; x64
 #: 5.51 / 7.51 -> 4.92 / 7.10 but 8x56x56x64 1.59 / 2.26 -> 1.62 / 2.58, and 96 channels and
-#: more 3-35% slower (the extra taps cost more than the short runs saved)
+#: more 3-35% slower (the extra taps cost more than the short runs saved). Measured again a
+#: session later, 64 float32 channels (5-round A/Bs, channels-last / -first, ms, runs
+#: -> phases): 8x56x56x64 2.09 / 3.26 -> 1.75 / 2.86, 8x112x112x64 5.30 / 7.09 -> 4.84 /
+#: 7.37, 8x28x28x64 0.65 / 0.81 -> 0.66 / 0.76; 128 channels still slower (8x56x56x128
+#: 1.99 -> 2.28)
 _PHASES = True
 PHASE_RUN_BYTES = 256
 #: forward chunks hold runs of whole samples when a sample fits one (`_Chunks`)
@@ -151,7 +155,7 @@ class _Chunks:
         # a width stride (undilated): the piece's columns stored by phase (column mod sw), so
         # that the taps of one phase are contiguous runs again (`taps`)
         self.phased = (phases and _PHASES and sw > 1 and dw == 1
-                       and c * self.cdtype.itemsize < PHASE_RUN_BYTES)
+                       and c * self.cdtype.itemsize <= PHASE_RUN_BYTES)
         self.per_phase = -(-kw // sw) if self.phased else kw  # taps per phase, T
         if self.phased:
             width = sw * -(-width // sw)
