@@ -336,9 +336,10 @@ def test_flat_depthwise_channel_multiplier(case, multiplier, channels_last, forc
     np.testing.assert_allclose(act_from(got, layout, canon), want, rtol=1e-12, atol=1e-12)
 
 
-def test_depthwise_temporaries_stay_within_the_workspace_limit():
-    """Beyond its result, a depthwise conv (forward, weight gradient, transposed) holds about
-    one workspace limit of temporaries at most (here 1 MiB, on a 4 MiB input)."""
+def test_depthwise_temporaries_stay_within_the_workspace_limit(monkeypatch):
+    """Beyond its result, a depthwise conv (forward 2-D and 3-D, weight gradient, transposed)
+    holds about one workspace limit of temporaries at most (here 1 MiB, on 4 MiB inputs)."""
+    volumes = record_taken(monkeypatch, kconv, "depthwise_volume", taken=lambda r: r)
     rng = np.random.default_rng(14)
     x = rng.standard_normal((4, 64, 64, 64)).astype(np.float32)  # NHWC
     xf = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
@@ -352,11 +353,18 @@ def test_depthwise_temporaries_stay_within_the_workspace_limit():
         "weight grad": lambda: lo.conv_backward(x, x, w, padding=1, groups=64, layout="NHWC",
                                                 kernel_layout="OIHW", needs=("weight",)),
         "transposed CF": lambda: lo.conv_transpose2d(xf, w, stride=2, padding=1, groups=64),
+        "3-D CL": lambda: lo.conv(x3, w3, padding=1, groups=32, layout="NDHWC",
+                                  kernel_layout="OIDHW"),
+        "3-D CF": lambda: lo.conv(x3f, w3, padding=1, groups=32),
     }
+    x3 = rng.standard_normal((8, 16, 16, 16, 32)).astype(np.float32)  # NDHWC, 4 MiB
+    x3f = np.ascontiguousarray(np.moveaxis(x3, -1, 1))
+    w3 = rng.standard_normal((32, 1, 3, 3, 3)).astype(np.float32)
     with lo.workspace_limit(2**20):
         for name, call in calls.items():
             extra = temporaries(call)
             assert extra < 1.25 * 2**20, (name, extra)
+    assert volumes and all(volumes)  # the 3-D convs by one einsum per chunk
 
 
 @pytest.mark.parametrize(("layout", "out_layout"), [("NCHW", "NHWC"), ("NHWC", "NCHW")])
@@ -476,7 +484,9 @@ def test_3d_depthwise_matches_reference(case, layout, volume, forced, monkeypatc
     by_volume = volume and stride[2] == 1 and mult == 1
     runs = record_taken(monkeypatch, kconv, "depthwise_depth_taps", taken=lambda r: True)
     volumes = record_taken(monkeypatch, kconv, "depthwise_volume", taken=lambda r: r)
-    monkeypatch.setattr(depthwise_flat, "get_workspace_limit", lambda: 2048)  # 1 depth a run
+    # one output depth a run (the volume needs a few planes of its input per thread)
+    limit = 65536 if by_volume else 2048
+    monkeypatch.setattr(depthwise_flat, "get_workspace_limit", lambda: limit)
     got = {}
     for threads in (1, 2):
         previous = set_num_threads(threads)
@@ -590,3 +600,20 @@ def test_width_strides_by_phase_up_to_64_float32_channels(channels, phased, monk
                   groups=channels, layout="NHWC")
     assert bool(pieces) == phased
     assert got[0, 1, 1, 0] == 9 and got[0, 0, 0, 0] == 4
+
+
+def test_3d_depthwise_volume_declines_what_the_workspace_cannot_hold(monkeypatch):
+    """One output depth's input planes larger than a thread's share of the workspace limit:
+    the depth taps (which cut rows) run instead, with the reference's result."""
+    volumes = record_taken(monkeypatch, kconv, "depthwise_volume", taken=lambda r: r)
+    runs = record_taken(monkeypatch, kconv, "depthwise_depth_taps", taken=lambda r: True)
+    monkeypatch.setattr(depthwise_flat, "get_workspace_limit", lambda: 4096)
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((1, 3, 4, 9, 8))
+    w = rng.standard_normal((3, 1, 3, 3, 3))
+    want = conv_ref(x, w, None, strides=(1, 1, 1), pads=((1, 1),) * 3, dilations=(1, 1, 1),
+                    groups=3)
+    got = lo.conv(act_to(x, "NCDHW", "NDHWC"), w, padding=1, groups=3, layout="NDHWC",
+                  kernel_layout="OIDHW", algorithm="direct")
+    np.testing.assert_allclose(act_from(got, "NDHWC", "NCDHW"), want, rtol=1e-12, atol=1e-12)
+    assert volumes == [False] and runs == [True]

@@ -458,8 +458,9 @@ def depthwise_volume(x, w, out, sizes, bias, cdtype) -> bool:
     ``(depths, rows, kd, kh, kw, W_out * C)``, and one einsum with the taps' weights
     (repeated along an output row) sums them, as `depthwise_flat` does for two axes: one
     input copy and one pass instead of a 2-D conv, a copy and an addition per depth tap.
-    Returns False (nothing done) with a width stride, a channel multiplier or an output row
-    too long for the repeated weights.
+    Returns False (nothing done) with a width stride, a channel multiplier, an output row too
+    long for the repeated weights, or when one output depth's input planes would not fit a
+    thread's share of the workspace limit.
 
     Examples
     --------
@@ -484,10 +485,13 @@ def depthwise_volume(x, w, out, sizes, bias, cdtype) -> bool:
     hb = (h_out - 1) * sh + (kh - 1) * dh + 1
     row, plane = wb * c, hb * wb * c
     halo = (kd - 1) * dd + 1
-    budget = get_workspace_limit() // (4 * isz)
-    chunk = min(CHUNK_ELEMS, budget // get_num_threads())
-    depths = max(1, min(d_out, (chunk // plane - halo) // sd + 1))
-    depths = -(-d_out // -(-d_out // depths))  # equal runs
+    threads = get_num_threads()
+    share = get_workspace_limit() // (4 * isz) // threads  # a thread's buffers, as in _Chunks
+    if halo * plane > share:
+        return False
+    depths = max(1, min(d_out, (min(CHUNK_ELEMS, share) // plane - halo) // sd + 1))
+    # equal runs; one sample's split so that every thread gets as many output depths
+    depths = balanced_run(d_out, depths, threads if n == 1 else 1)
     items = [(ni, d0, min(d_out, d0 + depths)) for ni in range(n) for d0 in range(0, d_out, depths)]
     weights = np.ascontiguousarray(np.broadcast_to(w[:, :, :, None, :], (kd, kh, kw, w_out, c))
                                    ).reshape(kd, kh, kw, w_out * c)
