@@ -72,6 +72,33 @@ def test_pool_tiles_split_over_threads_match_reference(layout, threads, monkeypa
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_pool_work_below_two_tiles_per_thread_is_cut_for_the_threads(layout, threads,
+                                                                      monkeypatch):
+    """A pool that fits one cache tile: on one thread below `SPLIT_FOR_THREADS_BYTES`, cut
+    into two tiles per thread at or above it, with the one-thread results either way."""
+    calls = spy_parallel(monkeypatch, kpool)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 5, 11, 10))
+    xin = act_to(x, "NCHW", layout)
+    pads = ((1, 1), (1, 1))
+    want_max = ref_max_pool(x, (3, 3), (2, 2), (1, 1), pads)[0]
+    want_avg = ref_avg_pool(x, (3, 3), (2, 2), (1, 1), pads)
+    kw = dict(stride=2, padding=1, layout=layout)
+    threads(1)
+    one = (lo.max_pool(xin, 3, **kw), lo.avg_pool(xin, 3, **kw))
+    threads(2)
+    for bound, split in ((2**40, False), (0, True)):
+        monkeypatch.setattr(kpool, "SPLIT_FOR_THREADS_BYTES", bound)
+        calls.clear()
+        got = (lo.max_pool(xin, 3, **kw), lo.avg_pool(xin, 3, **kw))
+        assert calls == [2, 2] if split else calls == [1, 1]
+        np.testing.assert_array_equal(act_from(got[0], layout, "NCHW"), want_max)
+        np.testing.assert_allclose(act_from(got[1], layout, "NCHW"), want_avg, rtol=1e-12)
+        for a, b in zip(one, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_set_num_threads_rejects_bad_values():
     with pytest.raises(ValueError, match="thread count must be an int >= 1 or None, got 0"):
         set_num_threads(0)

@@ -69,6 +69,18 @@ __all__ = [
 #: noisier machine had measured max 3x3 s2 channels-last 3.2 ms at 1-2 MiB and 3.9 at 4
 CACHE_TILE_BYTES = 4 << 20
 
+#: a pool whose whole output and intermediates take at least this many bytes but fit fewer
+#: than two tiles per thread is cut into two tiles per thread anyway, so that every thread
+#: gets work (with fewer it ran on one thread). 7-round A/Bs, 2 threads, us, before / after:
+#: max 3x3 s2 p1 8x56x56x64 channels-last 1057 / 794, channels-first 1449 / 945; avg 3x3 s2
+#: p1 of it channels-last 1219 / 904; max 2x2 s2 8x56x56x64 658 / 508 (CL), 738 / 598 (CF);
+#: 1-D max k3 s2 16x64x4000 CF 1866 / 1179, 16x2000x64 CL 1109 / 807; 3-D max 2x2 s2
+#: 4x16x32x32x32 CL 1743 / 764, 3x3 s2 p1 2x32x24x32x32 CF 1489 / 1028. The BENCH.md pools
+#: (more tiles already) unchanged; the one loss measured, 2x16x32x32x32 2x2 s2 CL 501 /
+#: 562 (three short passes per tile); at 4 MiB that one and the 1-D channels-last and a
+#: 8x64x48x48 max (1074 / 784 at 3 MiB) kept one thread
+SPLIT_FOR_THREADS_BYTES = 3 << 20
+
 
 #: NumPy ufunc buffer (elements) while the separable passes run. With the default 8192 NumPy
 #: copies strided operands whose contiguous runs are shorter than that through its buffer;
@@ -94,9 +106,18 @@ def _tile_limit(threads: int = 1) -> int:
 def _run_tiles(work, shape, cost) -> None:
     """``work(tile)`` for the tiles of ``shape`` under the workspace limit, the tiles split
     in contiguous runs over the threads (each output element is computed by one thread, in
-    the same order whatever the thread count; the tiles in flight share the limit)."""
+    the same order whatever the thread count; the tiles in flight share the limit). Fewer
+    than two tiles per thread run on one thread, unless the work reaches
+    `SPLIT_FOR_THREADS_BYTES`: then it is cut into two tiles per thread (so the tiling, like
+    the split, depends on the thread count; no sum does: each output's taps run along
+    whole axes, whatever the tile)."""
     threads = get_num_threads()
-    tiles = list(split_tiles(shape, cost, _tile_limit(threads)))
+    limit = _tile_limit(threads)
+    tiles = list(split_tiles(shape, cost, limit))
+    if threads > 1 and len(tiles) < 2 * threads:
+        whole = cost(tuple(shape))
+        if whole >= SPLIT_FOR_THREADS_BYTES:
+            tiles = list(split_tiles(shape, cost, min(limit, -(-whole // (2 * threads)))))
     if len(tiles) < 2 * threads:
         threads = 1
 
