@@ -1,0 +1,89 @@
+"""Pools with one window over each whole plane (``avg_pool(x, 7)`` on 7x7 planes, adaptive
+pools to size 1) run as global pools: the route is taken, the values are the plain-loop
+reference's, and pools that only look alike (padding, dilation, a divisor override,
+indices, two windows) keep the windowed path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pool_reference as ref
+import pytest
+from recording import record_taken
+
+import layoutops as lo
+import layoutops.kernels.pool as kpool
+
+LAYOUTS = {1: ("NCW", "NWC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
+
+
+def _to(x, layout):
+    return x if layout[1] == "C" else np.ascontiguousarray(np.moveaxis(x, 1, -1))
+
+
+def _back(y, layout):
+    return y if layout[1] == "C" else np.moveaxis(y, -1, 1)
+
+
+@pytest.fixture
+def routed(monkeypatch):
+    return record_taken(monkeypatch, kpool, "global_pool", taken=lambda result: True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("sizes", [(7,), (7, 7), (6, 5), (3, 4, 5)], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_whole_plane_pools_match_reference(sizes, channels_last, dtype, routed):
+    k = len(sizes)
+    layout = LAYOUTS[k][int(channels_last)]
+    r = np.random.default_rng(k).standard_normal((3, 5, *sizes))
+    x = _to(r, layout).astype(dtype)
+    pads = ((0, 0),) * k
+    ones = (1,) * k
+    tol = 1e-6 if dtype == "float32" else 1e-13
+    results = {
+        "avg": (lo.avg_pool(x, sizes, layout=layout),
+                ref.avg_pool(r, sizes, ones, ones, pads)),
+        "max": (lo.max_pool(x, sizes, layout=layout),
+                ref.max_pool(r, sizes, ones, ones, pads)[0]),
+        "adaptive avg": (lo.adaptive_avg_pool(x, 1, layout=layout),
+                         ref.adaptive_pool(r, ones, "avg")),
+        "adaptive max": (lo.adaptive_max_pool(x, 1, layout=layout),
+                         ref.adaptive_pool(r, ones, "max")[0]),
+    }
+    assert len(routed) == 4
+    for name, (got, want) in results.items():
+        assert got.dtype == np.dtype(dtype) and got.flags.c_contiguous, name
+        assert got.shape == x.shape[:1] + ((1,) * k + x.shape[-1:] if channels_last
+                                           else x.shape[1:2] + (1,) * k), name
+        np.testing.assert_allclose(_back(got, layout), want.astype(dtype), rtol=tol,
+                                   atol=tol, err_msg=name)
+
+
+def test_nan_and_half_types_on_the_global_route(routed):
+    x = np.arange(2 * 3 * 4 * 4, dtype=np.float16).reshape(2, 3, 4, 4) / 64
+    got = lo.avg_pool(x, 4)
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got, x.astype(np.float32).mean(axis=(2, 3), keepdims=True),
+                               rtol=1e-3)
+    y = np.ones((1, 2, 3, 3), np.float32)
+    y[0, 1, 2, 0] = np.nan
+    m = lo.max_pool(y, 3)
+    assert m[0, 0, 0, 0] == 1 and np.isnan(m[0, 1, 0, 0])
+    assert len(routed) == 2
+
+
+@pytest.mark.parametrize(
+    "why, call",
+    [
+        ("padding", lambda x: lo.avg_pool(x, 5, padding=1)),
+        ("dilation", lambda x: lo.max_pool(x, 3, dilation=2)),
+        ("divisor override", lambda x: lo.avg_pool(x, 5, divisor_override=7)),
+        ("indices", lambda x: lo.max_pool(x, 5, return_indices=True)),
+        ("two windows", lambda x: lo.avg_pool(x, (5, 3), stride=(5, 2))),
+        ("a kernel short of the plane", lambda x: lo.avg_pool(x, 4)),
+    ],
+)
+def test_look_alikes_keep_the_windowed_path(why, call, routed):
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
+    call(x)
+    assert routed == [], why
