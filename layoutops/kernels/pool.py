@@ -754,8 +754,11 @@ def global_pool(x: np.ndarray, axes: tuple[int, ...], kind: str, *, p=None, dtyp
 
 
 #: inputs below this size sum their planes on the calling thread (a thread hand-off costs
-#: ~0.1 ms here: 2x3x3x16 float32 channels-last took 157 us split over two threads, 32 on one)
-PLANE_SUMS_PARALLEL_BYTES = 1 << 20
+#: ~0.1 ms here: 2x3x3x16 float32 channels-last took 157 us split over two threads, 32 on
+#: one; 7-round A/B of 1 against 8 MiB, us, CF / CL: 8x2048x7x7 241 / 228 -> 151 / 139,
+#: 8x512x14x14 215 / 217 -> 134 / 148, 16x2048x7x7 348 / 301 -> 296 / 290; 64x1024x7x7
+#: (BENCH.md, 12.8 MB) still split, 506 / 480)
+PLANE_SUMS_PARALLEL_BYTES = 8 << 20
 
 #: planes up to this many cells are summed as below (sequential float accumulation, as
 #: accurate as NumPy's pairwise sums over such short runs); longer ones by `np.mean`
