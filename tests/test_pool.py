@@ -285,7 +285,8 @@ def test_global_pools_1d_and_3d(layout):
     assert got.shape == (1, 1, 1, 1, 2)
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NWHC"])
+# NHCW: the spatial axes are not adjacent, so the unpool decodes each flat index per axis
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NWHC", "NHCW"])
 @pytest.mark.parametrize(
     ("in_sizes", "k", "s", "p"),
     [((4, 6), (2, 2), None, 0), ((5, 7), (3, 2), (2, 3), (1, 1)), ((6, 5), (2, 3), (1, 2), 0)],
