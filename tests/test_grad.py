@@ -438,6 +438,26 @@ def test_max_pool_backward_ties_follow_the_forward():
     assert grad.dtype == np.float32 and grad.tolist() == [[[1.0, 0.0, 2.0, 0.0]]]
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NHCW", "HWNC"])
+def test_max_pool_backward_scatters_in_any_layout(layout):
+    """Plain loops over the windows (first maximum wins) against every layout: the spatial
+    axes adjacent (the flat index times the plane's stride) or not (decoded per axis)."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 3, size=(2, 3, 5, 6)).astype(np.float64)  # ties everywhere
+    g = rng.standard_normal((2, 3, 3, 3))
+    want = np.zeros_like(x)
+    for n, c, oy, ox in np.ndindex(g.shape):
+        cells = [(y, w) for y in range(2 * oy - 1, 2 * oy + 2)
+                 for w in range(2 * ox - 1, 2 * ox + 2) if 0 <= y < 5 and 0 <= w < 6]
+        best = max(cells, key=lambda p: (x[n, c, p[0], p[1]], -cells.index(p)))
+        want[(n, c, *best)] += g[n, c, oy, ox]
+    perm = ["NCHW".index(a) for a in layout]
+    got = lo.max_pool_backward(np.ascontiguousarray(g.transpose(perm)),
+                               np.ascontiguousarray(x.transpose(perm)), 3, stride=2,
+                               padding=1, layout=layout).grad_input
+    np.testing.assert_allclose(got.transpose(np.argsort(perm)), want, rtol=1e-13, atol=1e-13)
+
+
 def test_max_pool_backward_nan_routes_to_the_last_nan():
     x = np.array([[[np.nan, 1.0, np.nan, 0.5]]])
     _, idx = lo.max_pool(x, 4, return_indices=True)

@@ -26,7 +26,7 @@ import numpy as np
 from . import blas
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
-from .pool import adaptive_bins
+from .pool import adaptive_bins, plane_offsets
 from .scratch import scratch
 from .threads import get_num_threads
 from .window import padded_block, source_indices, window_view
@@ -324,12 +324,7 @@ def index_scatter(
         return np.zeros(x_shape, dtype=dtype)
     elem = np.cumprod((1,) + tuple(x_shape[::-1]))[:-1][::-1]  # C-order element strides
     in_sizes = [x_shape[a] for a in spatial_axes]
-    idx = indices.astype(np.int64, copy=False)
-    flat = np.zeros(g.shape, dtype=np.int64)
-    rest = idx
-    for ax, n in zip(spatial_axes[::-1], in_sizes[::-1], strict=True):
-        flat += (rest % n) * elem[ax]
-        rest = rest // n
+    flat = plane_offsets(indices, spatial_axes, in_sizes, elem)
     for ax in (batch_axis, channel_axis):
         shape = [1] * g.ndim
         shape[ax] = g.shape[ax]

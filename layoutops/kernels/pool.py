@@ -60,6 +60,7 @@ __all__ = [
     "adaptive_avg_pool",
     "adaptive_max_pool",
     "max_unpool",
+    "plane_offsets",
 ]
 
 #: upper bound of the bytes one tile of a running reduction touches, so that the output tile
@@ -996,11 +997,33 @@ def adaptive_max_pool(
     return (out, idx) if return_indices else out
 
 
-#: a plane whose spatial axes are adjacent in the output takes each flat index times the
-#: innermost spatial stride as the cell's offset, instead of decoding it per axis (5-round
-#: A/B, 8x64x28x28 -> 56x56 float32, us: channels-first 4642 -> 1595, channels-last 4661 ->
-#: 1617; PyTorch ~470)
-_MERGED_PLANE = True
+def plane_offsets(indices: np.ndarray, axes, sizes, elem) -> np.ndarray:
+    """The element offsets, in an array of element strides ``elem``, of the flat row-major
+    plane ``indices`` (plane sizes ``sizes`` along ``axes``): int64, the shape of
+    ``indices``. With the spatial axes adjacent and in order the plane is one strided axis
+    of the array, and each index times its innermost stride is the offset (max_unpool,
+    8x64x28x28 -> 56x56 float32, channels-first / -last: 4.6 / 4.7 -> 1.6 / 1.6 ms; the
+    max-pool gradient's scatter 12.1 / 11.8 -> 6.1 / 4.9); else each index is decoded per
+    axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.pool import plane_offsets
+    >>> plane_offsets(np.array([0, 5]), (1, 2), (2, 3), (6, 3, 1)).tolist()  # adjacent
+    [0, 5]
+    >>> plane_offsets(np.array([0, 5]), (0, 2), (2, 3), (6, 3, 1)).tolist()  # (H, C, W)
+    [0, 8]
+    """
+    ind = np.asarray(indices, dtype=np.int64)
+    out = np.empty(ind.shape, np.int64)
+    if list(axes) == list(range(axes[0], axes[0] + len(axes))):
+        np.multiply(ind, elem[axes[-1]], out=out)
+        return out
+    out.fill(0)
+    for ax, n, ps in zip(axes, sizes, plane_strides(sizes), strict=True):
+        out += (ind // ps) % n * elem[ax]
+    return out
 
 
 def max_unpool(
@@ -1014,23 +1037,13 @@ def max_unpool(
     ndim = x.ndim
     flat_out = out.reshape(-1)
     elem = [st // out.itemsize for st in out.strides]
-    pstrides = plane_strides(out_sizes)
-    merged = list(axes) == list(range(axes[0], axes[0] + len(axes)))
     for tile in split_tiles(x.shape, lambda t: math.prod(t) * 24, _tile_limit()):
-        ind = indices[tile].astype(np.int64, copy=False)
-        if ind.size == 0:
+        if indices[tile].size == 0:
             continue
-        target = np.zeros(ind.shape, np.int64)
-        if merged and _MERGED_PLANE:
-            # the output's spatial axes are adjacent, in order: its plane is one strided
-            # axis, and the flat index times that stride is the cell's offset in it
-            np.multiply(ind, elem[axes[-1]], out=target)
+        target = plane_offsets(indices[tile], axes, out_sizes, elem)
         for ax in range(ndim):
             if ax not in axes:
                 pos = np.arange(tile[ax].start, tile[ax].stop, dtype=np.int64)
                 target += _along(pos * elem[ax], ax, ndim)
-        if not (merged and _MERGED_PLANE):
-            for i, ax in enumerate(axes):
-                target += (ind // pstrides[i]) % out_sizes[i] * elem[ax]
         flat_out[target.reshape(-1)] = x[tile].reshape(-1)
     return out
