@@ -504,6 +504,46 @@ def test_avg_pool_backward_ceil_mode_matches_loop_reference(h, w, count_include_
     np.testing.assert_allclose(_cf(got_cl), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "h, w, k, s, pads",
+    [
+        (6, 8, (2, 2), (2, 2), ((0, 0), (0, 0))),  # taps cover every cell once: copied
+        (7, 9, (2, 2), (2, 3), ((0, 0), (0, 0))),  # disjoint, some cells never read: zeros
+        (7, 6, (3, 3), (1, 1), ((1, 1), (1, 1))),  # overlapping, padded: added
+        (6, 7, (2, 3), (2, 2), ((1, 0), (0, 1))),  # overlapping along one axis
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["cf", "cl"])
+def test_avg_pool_backward_scatter_over_threads_matches_loops(h, w, k, s, pads,
+                                                              channels_last, monkeypatch):
+    """`window_scatter`'s tiles on one thread and split over two (tiny tiles, no size
+    bound): the plain-loop gradient, and the same bits either way."""
+    import layoutops.kernels.grad as kgrad
+    from layoutops.kernels.threads import set_num_threads
+
+    monkeypatch.setattr(kgrad, "SCATTER_PARALLEL_BYTES", 0)
+    monkeypatch.setattr(kgrad, "SCATTER_TILE_BYTES", 64)
+    rng = np.random.default_rng(h * w + k[1])
+    x = rng.standard_normal((3, 4, h, w))
+    kw = dict(kernel_size=k, stride=s, padding=(pads[0][0], pads[0][1], pads[1][0],
+                                                 pads[1][1]))
+    g = rng.standard_normal(lo.avg_pool(x, **kw).shape)
+    expected = _loop_avg_pool_vjp(g, x.shape, k, s, pads, False, True)
+    got = []
+    for n in (1, 2):
+        previous = set_num_threads(n)
+        try:
+            if channels_last:
+                r = _cf(lo.avg_pool_backward(_cl(g), _cl(x), layout="NHWC", **kw).grad_input)
+            else:
+                r = lo.avg_pool_backward(g, x, **kw).grad_input
+        finally:
+            set_num_threads(previous)
+        np.testing.assert_allclose(r, expected, rtol=1e-12, atol=1e-15)
+        got.append(r)
+    np.testing.assert_array_equal(got[0], got[1])
+
+
 def test_lp_pool_backward_zero_norm_window_passes_no_gradient():
     x = np.array([[[0.0, 0.0, 3.0, 4.0]]])
     for p in (1.0, 2.0, 0.5):  # no RuntimeWarning either (pytest turns them into errors)

@@ -20,15 +20,16 @@ channels-last array is never transposed to channels-first to compute.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
 from . import blas
 from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
-from .pool import adaptive_bins, plane_offsets
+from .pool import _boxes, _index_pieces, adaptive_bins, plane_offsets
 from .scratch import scratch
-from .threads import get_num_threads
+from .threads import get_num_threads, parallel
 from .window import padded_block, source_indices, window_view
 
 __all__ = ["weight_grad", "window_scatter", "fold_padding", "index_scatter", "bin_scatter"]
@@ -201,9 +202,11 @@ def window_scatter(
     """Add every value to each tap of its window: the adjoint of a ones-kernel window sum.
 
     ``values`` has the output sizes ``geom.out_sizes`` on ``axes``; the result has the input
-    sizes ``geom.in_sizes`` there (taps falling into padding are dropped). The work is tiled
-    over ``tile_axes`` (e.g. batch and channels) so the padded accumulation buffer fits the
-    workspace limit.
+    sizes ``geom.in_sizes`` there (taps falling into padding are dropped). Each tap adds into
+    the result itself, tile by tile over ``tile_axes`` (e.g. batch and channels) so that a
+    tile of the result stays in cache across the taps; no padded buffer. Average pool
+    gradients, 2 threads, ms, before (a zero-filled padded buffer, cropped) / after: k2 s2
+    8x128x56x56 CF 8.5 / 2.7, CL 7.0 / 1.8.
 
     Examples
     --------
@@ -215,46 +218,58 @@ def window_scatter(
     [1.0, 2.0, 1.0, 2.0, 1.0]
     """
     dtype = values.dtype if dtype is None else np.dtype(dtype)
-    # the buffer covers every position a window touches, starting at -pad_begin
-    lengths = tuple(
-        max(p[0] + n + p[1], (o - 1) * s + e)
-        for n, p, o, s, e in zip(geom.in_sizes, geom.pads, geom.out_sizes, geom.strides,
-                                 geom.extents, strict=True)
-    )
     out_shape = list(values.shape)
     for ax, n in zip(axes, geom.in_sizes, strict=True):
         out_shape[ax] = n
     result = np.empty(out_shape, dtype=dtype)
     if result.size == 0:
-        return np.zeros(out_shape, dtype=dtype)
+        return result
+    # each tap adds its values into the input cells it read (taps in the padding dropped:
+    # `pool.tap_ranges`); taps that never share a cell ((k - 1) * d < s on every axis) are
+    # copied instead, and when they cover every cell (k = s, no dilation or padding, windows
+    # to the end) no zeros are written first
+    disjoint = all((k - 1) * d < s for k, d, s in zip(
+        geom.kernel_sizes, geom.dilations, geom.strides, strict=True))
+    covered = disjoint and all(
+        d == 1 and k == s and o * s == n and p == (0, 0) for k, d, s, o, n, p in zip(
+            geom.kernel_sizes, geom.dilations, geom.strides, geom.out_sizes, geom.in_sizes,
+            geom.pads, strict=True))
     outer = tuple(values.shape[a] for a in tile_axes)
-    other = int(np.prod([values.shape[a] for a in range(values.ndim)
-                         if a not in tile_axes and a not in axes]))
-    per = other * int(np.prod(lengths)) * dtype.itemsize
+    per = result.nbytes // max(1, math.prod(outer))
+    ranges = [(0, o) for o in geom.out_sizes]
+    boxes = list(_boxes(geom, ranges))
+    # tiles of the non-spatial axes whose result stays in cache while every tap adds to it,
+    # split over the threads (disjoint parts of the result; every cell's sum runs in tap
+    # order whatever the thread)
+    threads = get_num_threads()
+    limit = min(SCATTER_TILE_BYTES, max(per, -(-result.nbytes // (2 * threads))))
+    tiles = list(split_tiles(outer, lambda t: math.prod(t) * per, limit))
 
-    def cost(tile):
-        return int(np.prod(tile)) * per
+    def run(part):
+        for tile in part:
+            index = [slice(None)] * values.ndim
+            for a, sl in zip(tile_axes, tile, strict=True):
+                index[a] = sl
+            vals = values[tuple(index)]
+            res = result[tuple(index)]
+            if not covered:
+                res.fill(0)
+            whole = tuple(slice(0, n) for n in vals.shape)
+            for box in boxes:
+                dst, src = _index_pieces(whole, axes, geom.strides, box)
+                if disjoint:
+                    res[src] = vals[dst]
+                else:
+                    res[src] += vals[dst]
 
-    for tile in split_tiles(outer, cost):
-        index = [slice(None)] * values.ndim
-        for a, sl in zip(tile_axes, tile, strict=True):
-            index[a] = sl
-        vals = values[tuple(index)]
-        shape = list(vals.shape)
-        for ax, length in zip(axes, lengths, strict=True):
-            shape[ax] = length
-        buf = np.zeros(shape, dtype=dtype)
-        for offsets in itertools.product(*(range(k) for k in geom.kernel_sizes)):
-            dst = [slice(None)] * buf.ndim
-            for ax, k, d, s, o in zip(axes, offsets, geom.dilations, geom.strides,
-                                      geom.out_sizes, strict=True):
-                dst[ax] = slice(d * k, d * k + (o - 1) * s + 1, s)
-            buf[tuple(dst)] += vals
-        crop = [slice(None)] * buf.ndim
-        for ax, p, n in zip(axes, geom.pads, geom.in_sizes, strict=True):
-            crop[ax] = slice(p[0], p[0] + n)
-        result[tuple(index)] = buf[tuple(crop)]
+    parallel(run, tiles, threads if result.nbytes >= SCATTER_PARALLEL_BYTES else 1)
     return result
+
+
+#: bytes of the result one tile of `window_scatter` adds its taps into
+SCATTER_TILE_BYTES = 4 << 20
+#: ... and from how many bytes of result its tiles are split over the threads
+SCATTER_PARALLEL_BYTES = 2 << 20
 
 
 def fold_padding(
