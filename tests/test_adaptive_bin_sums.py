@@ -5,6 +5,8 @@ or an infinity, which a GEMM would spill into every bin, sends its tile to the g
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pool_reference as ref
 import pytest
@@ -81,10 +83,57 @@ def test_half_input_sums_in_float32(gemm_tiles):
 def test_bounds_follow_the_axis_shape():
     """Each axis's GEMM is weighed by its own bound: innermost (plain GEMM), few values after
     it (widened bin matrix), many (batched GEMMs)."""
-    pay = kpool._bin_sums_pay
+    pay = kpool.bin_sums_pay
     assert pay((16, 64, 1000), (2,), (64,))  # innermost, 64 cells
     assert not pay((16, 1000, 64), (1,), (64,))  # batched over 64 channels, 64 cells
     assert pay((16, 1000, 64), (1,), (32,))
     assert not pay((16, 64, 1000), (2,), (300,))
     assert pay((8, 64, 112, 112), (2, 3), (9, 9))  # widened: 9 cells x 9 values after
     assert not pay((8, 64, 112, 112), (2, 3), (11, 11))  # 11 x 11 > BIN_KRON_MACS
+
+
+def _loop_spread(g, in_sizes):
+    """Plain loops: each bin's gradient divided by the bin's size, added to its cells."""
+    bins = [ref.adaptive_bins(n, o) for n, o in zip(in_sizes, g.shape[2:], strict=True)]
+    gx = np.zeros(g.shape[:2] + tuple(in_sizes))
+    for o in np.ndindex(*g.shape[2:]):
+        ranges = [range(*bins[a][o[a]]) for a in range(len(o))]
+        count = np.prod([len(r) for r in ranges])
+        for cell in itertools.product(*ranges):
+            gx[(slice(None), slice(None), *cell)] += g[(slice(None), slice(None), *o)] / count
+    return gx
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", CASES + [((7, 6), (1, 1))], ids=str)
+def test_backward_spreads_like_loops(case, channels_last, monkeypatch):
+    """The adjoint by the transposed bin matrices (or a broadcast for one bin per axis)."""
+    import layoutops.kernels.grad as kgrad
+
+    in_sizes, out_sizes = case
+    spread = record_taken(monkeypatch, kgrad, "_spread_by_gemms")
+    layout = LAYOUTS[len(in_sizes)][int(channels_last)]
+    rng = np.random.default_rng(len(in_sizes) + 7)
+    x = rng.standard_normal((2, 3, *in_sizes))
+    g = rng.standard_normal((2, 3, *out_sizes))
+    got = lo.adaptive_avg_pool_backward(_to(g, layout), _to(x, layout), out_sizes,
+                                        layout=layout).grad_input
+    assert spread == [True]
+    np.testing.assert_allclose(_back(got, layout), _loop_spread(g, in_sizes), rtol=1e-12,
+                               atol=1e-14)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_backward_non_finite_gradients_stay_in_their_bins(bad, monkeypatch):
+    import layoutops.kernels.grad as kgrad
+
+    spread = record_taken(monkeypatch, kgrad, "_spread_by_gemms")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 2, 7, 9))
+    g = rng.standard_normal((1, 2, 3, 4))
+    g[0, 1, 0, 0] = bad
+    got = lo.adaptive_avg_pool_backward(g, x, (3, 4)).grad_input
+    assert spread == [False]  # the GEMMs' NaN sent it to the per-bin loop
+    want = _loop_spread(np.nan_to_num(g, nan=0.0, posinf=0.0), (7, 9))
+    assert np.isfinite(got[0, 0]).all() and not np.isfinite(got[0, 1, 0, 0])
+    np.testing.assert_allclose(got[0, 1, 3:], want[0, 1, 3:], rtol=1e-12)

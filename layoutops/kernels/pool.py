@@ -61,6 +61,9 @@ __all__ = [
     "adaptive_max_pool",
     "max_unpool",
     "plane_offsets",
+    "bin_contract",
+    "bin_sums_pay",
+    "bin_matrix",
 ]
 
 #: upper bound of the bytes one tile of a running reduction touches, so that the output tile
@@ -847,7 +850,7 @@ def adaptive_avg_pool(
     ndim = x.ndim
     compute_dtype = np.dtype(compute_dtype)
     csize = compute_dtype.itemsize
-    gemms = _BIN_SUMS and compute_dtype in (np.float32, np.float64) and _bin_sums_pay(
+    gemms = _BIN_SUMS and compute_dtype in (np.float32, np.float64) and bin_sums_pay(
         x.shape, axes, out_sizes)
     divisor = np.ones((1,) * ndim, compute_dtype)
     for ax, n_out in zip(axes, out_sizes, strict=True):
@@ -884,22 +887,44 @@ def _gathered_bin_sums(cur: np.ndarray, axes, out_sizes, compute_dtype) -> np.nd
     return cur
 
 
-def _bin_matrix(n_in: int, n_out: int, dtype) -> np.ndarray:
-    """``(n_in, n_out)``: 1 where input cell ``i`` lies in adaptive bin ``j``, else 0."""
+def bin_matrix(n_in: int, n_out: int, dtype) -> np.ndarray:
+    """``(n_in, n_out)``: 1 where input cell ``i`` lies in adaptive bin ``j``, else 0.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.pool import bin_matrix
+    >>> bin_matrix(5, 3, "int8").T.tolist()  # bins [0, 2), [1, 4), [3, 5)
+    [[1, 1, 0, 0, 0], [0, 1, 1, 1, 0], [0, 0, 0, 1, 1]]
+    """
     start, end = adaptive_bins(n_in, n_out)
     cells = np.arange(n_in)[:, None]
     return ((cells >= start) & (cells < end)).astype(dtype)
 
 
 def _bin_sums(cur: np.ndarray, ax: int, n_out: int) -> np.ndarray:
-    """The sums of the C-contiguous ``cur`` over the adaptive bins along axis ``ax``: a GEMM
-    with the 0/1 bin matrix (one over the rows when the axis is innermost or the values
-    after it are few, that matrix widened by them with a Kronecker product; else one per
-    leading index, the bin matrix broadcast)."""
+    """The sums of the C-contiguous ``cur`` over the adaptive bins along axis ``ax``
+    (`bin_contract` with the 0/1 bin matrix)."""
+    return bin_contract(cur, ax, bin_matrix(cur.shape[ax], n_out, cur.dtype))
+
+
+def bin_contract(cur: np.ndarray, ax: int, bins: np.ndarray) -> np.ndarray:
+    """``cur`` (C-contiguous) with its axis ``ax`` contracted with the matrix ``bins`` ``(n_in,
+    n_out)``: a GEMM over the rows when the axis is innermost or the values after it are few
+    (the matrix widened by them with a Kronecker product), else one per leading index (the
+    matrix broadcast). The bin sums of adaptive average pooling, and with the transposed bin
+    matrix their adjoint (`grad.bin_scatter`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.pool import bin_contract, bin_matrix
+    >>> x = np.arange(10.0).reshape(2, 5)
+    >>> bin_contract(x, 1, bin_matrix(5, 3, x.dtype)).tolist()
+    [[1.0, 6.0, 7.0], [11.0, 21.0, 17.0]]
+    """
     shape = cur.shape
-    n_in = shape[ax]
+    n_in, n_out = bins.shape
     pre, post = math.prod(shape[:ax]), math.prod(shape[ax + 1:])
-    bins = _bin_matrix(n_in, n_out, cur.dtype)
     new_shape = shape[:ax] + (n_out,) + shape[ax + 1:]
     if post <= BIN_KRON_MAX:
         wide = bins if post == 1 else np.kron(bins, np.eye(post, dtype=cur.dtype))
@@ -907,12 +932,19 @@ def _bin_sums(cur: np.ndarray, ax: int, n_out: int) -> np.ndarray:
     return np.matmul(bins.T, cur.reshape(pre, n_in, post)).reshape(new_shape)
 
 
-def _bin_sums_pay(shape, axes, out_sizes) -> bool:
+def bin_sums_pay(shape, axes, out_sizes) -> bool:
     """True if every axis's `_bin_sums` GEMM stays within its multiply-adds per value:
     `BIN_INNER_MAX` output cells when the axis is innermost, `BIN_KRON_MACS` for the
     widened matrix, `BIN_BATCHED_MAX` cells for the batched GEMMs (beyond them the gathers
     of the bin offsets were faster: each input value costs the GEMM one multiply-add per
-    output cell of its axis, the gathers one addition per bin length)."""
+    output cell of its axis, the gathers one addition per bin length).
+
+    Examples
+    --------
+    >>> from layoutops.kernels.pool import bin_sums_pay
+    >>> bin_sums_pay((8, 512, 14, 14), (2, 3), (3, 3)), bin_sums_pay((16, 64, 1000), (2,), (300,))
+    (True, False)
+    """
     cur = list(shape)
     for ax, n_out in reversed(list(zip(axes, out_sizes, strict=True))):
         post = math.prod(cur[ax + 1:])
