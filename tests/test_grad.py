@@ -439,22 +439,26 @@ def test_max_pool_backward_ties_follow_the_forward():
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NHCW", "HWNC"])
-def test_max_pool_backward_scatters_in_any_layout(layout):
+@pytest.mark.parametrize("k, s, p", [(3, 2, 1), (2, 2, 0), (2, 3, 1)],
+                         ids=["overlapping", "disjoint", "disjoint-gaps"])
+def test_max_pool_backward_scatters_in_any_layout(layout, k, s, p):
     """Plain loops over the windows (first maximum wins) against every layout: the spatial
-    axes adjacent (the flat index times the plane's stride) or not (decoded per axis)."""
+    axes adjacent (the flat index times the plane's stride) or not (decoded per axis);
+    windows that overlap (winners summed) or never do (winners assigned)."""
     rng = np.random.default_rng(11)
     x = rng.integers(0, 3, size=(2, 3, 5, 6)).astype(np.float64)  # ties everywhere
-    g = rng.standard_normal((2, 3, 3, 3))
+    oh, ow = (5 + 2 * p - k) // s + 1, (6 + 2 * p - k) // s + 1
+    g = rng.standard_normal((2, 3, oh, ow))
     want = np.zeros_like(x)
     for n, c, oy, ox in np.ndindex(g.shape):
-        cells = [(y, w) for y in range(2 * oy - 1, 2 * oy + 2)
-                 for w in range(2 * ox - 1, 2 * ox + 2) if 0 <= y < 5 and 0 <= w < 6]
-        best = max(cells, key=lambda p: (x[n, c, p[0], p[1]], -cells.index(p)))
+        cells = [(y, w) for y in range(s * oy - p, s * oy - p + k)
+                 for w in range(s * ox - p, s * ox - p + k) if 0 <= y < 5 and 0 <= w < 6]
+        best = max(cells, key=lambda q: (x[n, c, q[0], q[1]], -cells.index(q)))
         want[(n, c, *best)] += g[n, c, oy, ox]
     perm = ["NCHW".index(a) for a in layout]
     got = lo.max_pool_backward(np.ascontiguousarray(g.transpose(perm)),
-                               np.ascontiguousarray(x.transpose(perm)), 3, stride=2,
-                               padding=1, layout=layout).grad_input
+                               np.ascontiguousarray(x.transpose(perm)), k, stride=s,
+                               padding=p, layout=layout).grad_input
     np.testing.assert_allclose(got.transpose(np.argsort(perm)), want, rtol=1e-13, atol=1e-13)
 
 

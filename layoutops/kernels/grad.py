@@ -324,8 +324,14 @@ def index_scatter(
     channel_axis: int,
     spatial_axes: tuple[int, ...],
     dtype,
+    *,
+    unique: bool = False,
 ) -> np.ndarray:
     """Scatter-add ``g`` into a zero array of ``x_shape`` at per-plane flat ``indices``.
+
+    ``unique``: the caller knows no two values share an index (max pooling whose windows
+    never overlap): they are assigned, not summed (max_pool_backward k2 s2 of 8x64x56x56
+    float32, 2 threads, CF / CL: 12.0 / 11.0 -> 5.1 / 4.2 ms).
 
     ``g`` and ``indices`` share a shape in the same layout as ``x_shape`` (with output spatial
     sizes); each index is the row-major flat position within its own spatial plane (in the
@@ -351,6 +357,11 @@ def index_scatter(
         shape = [1] * g.ndim
         shape[ax] = g.shape[ax]
         flat += np.arange(g.shape[ax], dtype=np.int64).reshape(shape) * elem[ax]
+    if unique:
+        # no two values share an index: each lands alone, as its own sum would
+        out = np.zeros(size, dtype=dtype)
+        out[flat.ravel()] = g.ravel()
+        return out.reshape(x_shape)
     weights = g.astype(np.float64, copy=False).ravel()
     summed = np.bincount(flat.ravel(), weights=weights, minlength=size)
     return summed.astype(dtype, copy=False).reshape(x_shape)
