@@ -10,12 +10,18 @@ import itertools
 import numpy as np
 import pool_reference as ref
 import pytest
+from conv_reference import act_from, act_to
 from recording import record_taken
 
 import layoutops as lo
 import layoutops.kernels.pool as kpool
 
 LAYOUTS = {1: ("NCW", "NWC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
+
+
+def _cf(layout):
+    """The channels-first layout of ``layout``'s rank (the references' order)."""
+    return LAYOUTS[len(layout) - 2][0]
 CASES = [
     # in_sizes, out_sizes
     ((10,), (3,)),
@@ -26,13 +32,6 @@ CASES = [
     ((5, 6, 7), (2, 4, 3)),
 ]
 
-
-def _to(r, layout):
-    return r if layout[1] == "C" else np.ascontiguousarray(np.moveaxis(r, 1, -1))
-
-
-def _back(y, layout):
-    return y if layout[1] == "C" else np.moveaxis(y, -1, 1)
 
 
 @pytest.fixture
@@ -52,12 +51,13 @@ def test_bin_sums_match_reference(case, gathers, channels_last, dtype, gemm_tile
             monkeypatch.setattr(kpool, name, 0)
     layout = LAYOUTS[len(in_sizes)][int(channels_last)]
     r = np.random.default_rng(len(in_sizes)).standard_normal((2, 3, *in_sizes))
-    got = lo.adaptive_avg_pool(_to(r, layout).astype(dtype), out_sizes, layout=layout)
+    cf = _cf(layout)
+    got = lo.adaptive_avg_pool(act_to(r, cf, layout).astype(dtype), out_sizes, layout=layout)
     assert bool(gemm_tiles) is not gathers
     want = ref.adaptive_pool(r.astype(dtype), out_sizes, "avg")
     tol = 2e-6 if dtype == "float32" else 1e-13
     assert got.dtype == np.dtype(dtype) and got.flags.c_contiguous
-    np.testing.assert_allclose(_back(got, layout), want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(act_from(got, layout, cf), want, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -116,10 +116,11 @@ def test_backward_spreads_like_loops(case, channels_last, monkeypatch):
     rng = np.random.default_rng(len(in_sizes) + 7)
     x = rng.standard_normal((2, 3, *in_sizes))
     g = rng.standard_normal((2, 3, *out_sizes))
-    got = lo.adaptive_avg_pool_backward(_to(g, layout), _to(x, layout), out_sizes,
+    cf = _cf(layout)
+    got = lo.adaptive_avg_pool_backward(act_to(g, cf, layout), act_to(x, cf, layout), out_sizes,
                                         layout=layout).grad_input
     assert spread == [True]
-    np.testing.assert_allclose(_back(got, layout), _loop_spread(g, in_sizes), rtol=1e-12,
+    np.testing.assert_allclose(act_from(got, layout, cf), _loop_spread(g, in_sizes), rtol=1e-12,
                                atol=1e-14)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pool_reference as ref
 import pytest
+from conv_reference import act_from, act_to
 from recording import record_taken
 
 import layoutops as lo
@@ -16,12 +17,10 @@ import layoutops.kernels.pool as kpool
 LAYOUTS = {1: ("NCW", "NWC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
 
 
-def _to(x, layout):
-    return x if layout[1] == "C" else np.ascontiguousarray(np.moveaxis(x, 1, -1))
+def _cf(layout):
+    """The channels-first layout of ``layout``'s rank (the references' order)."""
+    return LAYOUTS[len(layout) - 2][0]
 
-
-def _back(y, layout):
-    return y if layout[1] == "C" else np.moveaxis(y, -1, 1)
 
 
 @pytest.fixture
@@ -36,7 +35,8 @@ def test_whole_plane_pools_match_reference(sizes, channels_last, dtype, routed):
     k = len(sizes)
     layout = LAYOUTS[k][int(channels_last)]
     r = np.random.default_rng(k).standard_normal((3, 5, *sizes))
-    x = _to(r, layout).astype(dtype)
+    cf = _cf(layout)
+    x = act_to(r, cf, layout).astype(dtype)
     pads = ((0, 0),) * k
     ones = (1,) * k
     tol = 1e-6 if dtype == "float32" else 1e-13
@@ -55,7 +55,7 @@ def test_whole_plane_pools_match_reference(sizes, channels_last, dtype, routed):
         assert got.dtype == np.dtype(dtype) and got.flags.c_contiguous, name
         assert got.shape == x.shape[:1] + ((1,) * k + x.shape[-1:] if channels_last
                                            else x.shape[1:2] + (1,) * k), name
-        np.testing.assert_allclose(_back(got, layout), want.astype(dtype), rtol=tol,
+        np.testing.assert_allclose(act_from(got, layout, cf), want.astype(dtype), rtol=tol,
                                    atol=tol, err_msg=name)
 
 

@@ -211,9 +211,10 @@ def window_scatter(
     ``values`` has the output sizes ``geom.out_sizes`` on ``axes``; the result has the input
     sizes ``geom.in_sizes`` there (taps falling into padding are dropped). Each tap adds into
     the result itself, tile by tile over ``tile_axes`` (e.g. batch and channels) so that a
-    tile of the result stays in cache across the taps; no padded buffer. Average pool
-    gradients, 2 threads, ms, before (a zero-filled padded buffer, cropped) / after: k2 s2
-    8x128x56x56 CF 8.5 / 2.7, CL 7.0 / 1.8.
+    tile of the result stays in cache across the taps, the tiles split over the threads from
+    `SCATTER_PARALLEL_BYTES` on; no padded buffer. Average pool gradients, 2 threads, ms,
+    before (a zero-filled padded buffer per tile, cropped, on one thread) / after: k2 s2
+    8x128x56x56 CF 8.6 / 1.7, CL 7.0 / 1.4; k3 s1 p1 8x64x56x56 CF 9.5 / 5.0.
 
     Examples
     --------
@@ -371,8 +372,8 @@ def _spread_by_gemms(values: np.ndarray, axes, in_sizes):
     """`bin_scatter` for float32/float64 by the transposed 0/1 bin matrices
     (`pool.bin_contract`), the values divided by their bins' sizes first (PyTorch's ``g /
     count``); a broadcast when every axis has one bin (the adjoint of a global pool). None
-    where the GEMMs do not pay (`pool.bin_sums_pay`) or their result holds a NaN (a NaN or
-    an infinity times a 0 of the matrix spills into every cell)."""
+    where the GEMMs do not pay (`_spread_pays`) or their result holds a NaN (a NaN or an
+    infinity times a 0 of the matrix spills into every cell)."""
     dtype = values.dtype
     if not _SPREAD_GEMMS or dtype not in (np.float32, np.float64):
         return None
