@@ -99,6 +99,30 @@ def test_pool_work_below_two_tiles_per_thread_is_cut_for_the_threads(layout, thr
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_max_unpool_planes_split_over_threads_keep_the_last_shared_value(layout, threads,
+                                                                          monkeypatch):
+    """`max_unpool` with whole planes per tile on one thread and on two: indices shared
+    within a plane keep the later value either way (the plain-loop reference's rule)."""
+    from pool_reference import max_unpool as ref_max_unpool
+
+    monkeypatch.setattr(kpool, "UNPOOL_PARALLEL_BYTES", 0)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((5, 3, 4, 3))
+    idx = rng.integers(0, 7 * 5, size=x.shape)  # many shared cells in each 7x5 plane
+    want = ref_max_unpool(x, idx, (7, 5))
+    calls = spy_parallel(monkeypatch, kpool)
+    runs = []
+    for n in (1, 2):
+        threads(n)
+        got = lo.max_unpool(act_to(x, "NCHW", layout), act_to(idx, "NCHW", layout), 2,
+                            output_size=(7, 5), layout=layout)
+        np.testing.assert_array_equal(act_from(got, layout, "NCHW"), want)
+        runs.append(got)
+    assert calls[-1] == 2  # the two-thread run split its planes
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
 def test_set_num_threads_rejects_bad_values():
     with pytest.raises(ValueError, match="thread count must be an int >= 1 or None, got 0"):
         set_num_threads(0)

@@ -710,12 +710,13 @@ def adaptive_bins(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     return start, end
 
 
-def _nonspatial_tiles(shape, axes, cost):
-    """Tiles over the non-spatial axes only (every spatial axis whole)."""
+def _nonspatial_tiles(shape, axes, cost, limit=None):
+    """Tiles over the non-spatial axes only (every spatial axis whole), each costing at most
+    ``limit`` (default: the workspace limit) where a whole plane allows."""
     others = [ax for ax in range(len(shape)) if ax not in axes]
     sub = tuple(shape[ax] for ax in others)
     spatial = math.prod(shape[ax] for ax in axes)
-    for sub_tile in split_tiles(sub, lambda t: cost(math.prod(t) * spatial)):
+    for sub_tile in split_tiles(sub, lambda t: cost(math.prod(t) * spatial), limit):
         tile = [slice(None)] * len(shape)
         for ax, sl in zip(others, sub_tile, strict=True):
             tile[ax] = sl
@@ -1063,19 +1064,40 @@ def max_unpool(
 ) -> np.ndarray:
     """Scatter ``x`` into zeros of spatial size ``out_sizes`` at the flat plane ``indices``
     (validated by the caller to lie in ``[0, prod(out_sizes))``)."""
-    out = np.zeros(pool_output_shape(x.shape, axes, out_sizes), x.dtype)
+    out = np.empty(pool_output_shape(x.shape, axes, out_sizes), x.dtype)
     if x.size == 0:
+        out.fill(0)
         return out
     ndim = x.ndim
     flat_out = out.reshape(-1)
     elem = [st // out.itemsize for st in out.strides]
-    for tile in split_tiles(x.shape, lambda t: math.prod(t) * 24, _tile_limit()):
-        if indices[tile].size == 0:
-            continue
-        target = plane_offsets(indices[tile], axes, out_sizes, elem)
-        for ax in range(ndim):
-            if ax not in axes:
-                pos = np.arange(tile[ax].start, tile[ax].stop, dtype=np.int64)
-                target += _along(pos * elem[ax], ax, ndim)
-        flat_out[target.reshape(-1)] = x[tile].reshape(-1)
+    # whole planes per tile, so that indices shared within a plane are written in the same
+    # order whatever the thread count (the last one stays); at least two tiles per thread
+    # from `UNPOOL_PARALLEL_BYTES` on
+    threads = get_num_threads() if x.nbytes >= UNPOOL_PARALLEL_BYTES else 1
+    limit = _tile_limit()
+    if threads > 1:
+        limit = min(limit, max(1, -(-x.size * 24 // (2 * threads))))
+    tiles = list(_nonspatial_tiles(x.shape, axes, lambda n: n * 24, limit))
+
+    def run(part):
+        for tile in part:
+            out[tile].fill(0)  # the tile's planes, whole: zeroed on the thread that fills them
+            if indices[tile].size == 0:
+                continue
+            target = plane_offsets(indices[tile], axes, out_sizes, elem)
+            for ax in range(ndim):
+                if ax not in axes:
+                    start, stop, _ = tile[ax].indices(x.shape[ax])
+                    pos = np.arange(start, stop, dtype=np.int64)
+                    target += _along(pos * elem[ax], ax, ndim)
+            flat_out[target.reshape(-1)] = x[tile].reshape(-1)
+
+    parallel(run, tiles, threads if len(tiles) >= 2 * threads else 1)
     return out
+
+
+#: `max_unpool` of at least this many input bytes splits its planes over the threads, each
+#: thread zeroing the planes it fills (5-round A/B, 8x64x28x28 float32 -> 56x56, CF / CL:
+#: 1.59 / 1.61 -> 1.19 / 1.19 ms)
+UNPOOL_PARALLEL_BYTES = 1 << 20
