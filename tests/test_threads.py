@@ -56,7 +56,7 @@ def test_pool_tiles_split_over_threads_match_reference(layout, threads, monkeypa
     x = rng.standard_normal((3, 4, 9, 8))
     xin = act_to(x, "NCHW", layout)
     pads = ((1, 0), (1, 1))
-    want_max = ref_max_pool(x, (3, 2), (2, 2), (1, 1), pads, ceil_mode=True)[0]
+    want_max, want_idx = ref_max_pool(x, (3, 2), (2, 2), (1, 1), pads, ceil_mode=True)
     want_avg = ref_avg_pool(x, (3, 2), (2, 2), (1, 1), pads, ceil_mode=True)
     runs = []
     for n in (1, 2):
@@ -64,9 +64,12 @@ def test_pool_tiles_split_over_threads_match_reference(layout, threads, monkeypa
         kw = dict(stride=2, padding=(1, 0, 1, 1), ceil_mode=True, layout=layout)
         mx = lo.max_pool(xin, (3, 2), **kw)
         av = lo.avg_pool(xin, (3, 2), **kw)
-        runs.append((mx, av))
+        mi, idx = lo.max_pool(xin, (3, 2), return_indices=True, **kw)
+        runs.append((mx, av, mi, idx))
         np.testing.assert_array_equal(act_from(mx, layout, "NCHW"), want_max)
         np.testing.assert_allclose(act_from(av, layout, "NCHW"), want_avg, rtol=1e-12)
+        np.testing.assert_array_equal(act_from(mi, layout, "NCHW"), want_max)
+        np.testing.assert_array_equal(act_from(idx, layout, "NCHW"), want_idx)
     assert 2 in calls  # the two-thread run did split its tiles
     for a, b in zip(runs[0], runs[1], strict=True):
         np.testing.assert_array_equal(a, b)
