@@ -441,10 +441,15 @@ def test_max_pool_backward_ties_follow_the_forward():
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NHCW", "HWNC"])
 @pytest.mark.parametrize("k, s, p", [(3, 2, 1), (2, 2, 0), (2, 3, 1)],
                          ids=["overlapping", "disjoint", "disjoint-gaps"])
-def test_max_pool_backward_scatters_in_any_layout(layout, k, s, p):
+@pytest.mark.parametrize("add_at", [True, False], ids=["add.at", "bincount"])
+def test_max_pool_backward_scatters_in_any_layout(layout, k, s, p, add_at, monkeypatch):
     """Plain loops over the windows (first maximum wins) against every layout: the spatial
     axes adjacent (the flat index times the plane's stride) or not (decoded per axis);
-    windows that overlap (winners summed) or never do (winners assigned)."""
+    windows that overlap (winners summed by `np.add.at`, or `np.bincount` on NumPy < 1.25)
+    or never do (winners assigned)."""
+    import layoutops.kernels.grad as kgrad
+
+    monkeypatch.setattr(kgrad, "_ADD_AT", add_at)
     rng = np.random.default_rng(11)
     x = rng.integers(0, 3, size=(2, 3, 5, 6)).astype(np.float64)  # ties everywhere
     oh, ow = (5 + 2 * p - k) // s + 1, (6 + 2 * p - k) // s + 1

@@ -363,6 +363,10 @@ def index_scatter(
         out = np.zeros(size, dtype=dtype)
         out[flat.ravel()] = g.ravel()
         return out.reshape(x_shape)
+    if _ADD_AT:
+        out = np.zeros(size, dtype=dtype)
+        np.add.at(out, flat.ravel(), g.ravel())
+        return out.reshape(x_shape)
     weights = g.astype(np.float64, copy=False).ravel()
     summed = np.bincount(flat.ravel(), weights=weights, minlength=size)
     return summed.astype(dtype, copy=False).reshape(x_shape)
@@ -424,6 +428,13 @@ def _spread_pays(shape, axes, in_sizes) -> bool:
 #: from 1x1 678 / 400 -> 188 / 170 (PyTorch ~215); 8x512x14x14 from 3x3 3081 / 751 -> 1006 /
 #: 519; 8x256x28x28 from 6x6 6332 / 1673 -> 1072 / 1392)
 _SPREAD_GEMMS = True
+
+
+#: overlapping winners summed by `np.add.at` in the gradient's dtype (NumPy >= 1.25 runs it
+#: as a fast indexed loop) instead of a float64 `np.bincount` and two casts (5-round A/B,
+#: max_pool_backward 3x3 s2 p1 of 8x64x56x56 float32, 2 threads, CF / CL: 15.6 / 13.6 ->
+#: 7.0 / 5.5 ms; adaptive max 8x512x14x14 -> 3x3 5.1 -> 4.6). Older NumPy keeps bincount
+_ADD_AT = np.lib.NumpyVersion(np.__version__) >= "1.25.0"
 
 
 def bin_scatter(
