@@ -126,6 +126,34 @@ def test_max_unpool_planes_split_over_threads_keep_the_last_shared_value(layout,
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_adaptive_max_pool_planes_split_over_threads_match_reference(layout, threads,
+                                                                     monkeypatch):
+    """Non-uniform adaptive max pools (values and indices, a NaN in one plane) with their
+    planes on one thread and on two: the plain-loop reference's, the same either way."""
+    from pool_reference import adaptive_pool as ref_adaptive_pool
+
+    monkeypatch.setattr(kpool, "ADAPTIVE_PARALLEL_BYTES", 0)
+    calls = spy_parallel(monkeypatch, kpool)
+    rng = np.random.default_rng(13)
+    x = rng.integers(-3, 4, size=(4, 3, 7, 9)).astype(np.float64)  # ties
+    x[2, 1, 3, 4] = np.nan
+    want, want_idx = ref_adaptive_pool(x, (3, 4), "max")
+    runs = []
+    for n in (1, 2):
+        threads(n)
+        xin = act_to(x, "NCHW", layout)
+        out, idx = lo.adaptive_max_pool(xin, (3, 4), return_indices=True, layout=layout)
+        plain = lo.adaptive_max_pool(xin, (3, 4), layout=layout)
+        np.testing.assert_array_equal(act_from(out, layout, "NCHW"), want)
+        np.testing.assert_array_equal(act_from(idx, layout, "NCHW"), want_idx)
+        np.testing.assert_array_equal(act_from(plain, layout, "NCHW"), want)
+        runs.append((out, idx))
+    assert 2 in calls  # the two-thread run split its planes
+    for a, b in zip(runs[0], runs[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_set_num_threads_rejects_bad_values():
     with pytest.raises(ValueError, match="thread count must be an int >= 1 or None, got 0"):
         set_num_threads(0)
