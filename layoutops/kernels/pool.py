@@ -21,7 +21,7 @@ layout's own axis order), at most `CACHE_TILE_BYTES` of output and intermediates
 passes reuse them from cache. No kernel transposes its input: the layout is only a list of
 axis positions.
 
-Threads: the tiles of max (without indices), average and Lp pooling run in contiguous runs
+Threads: the tiles of max (with or without indices), average and Lp pooling run in contiguous runs
 over the small per-process pool of `layoutops.kernels.threads` (NumPy's ufuncs release the
 GIL; ``LAYOUTOPS_NUM_THREADS`` or ``threads.set_num_threads`` sets the count). Every output
 element is computed by one thread with the same operations in the same order, so results do
