@@ -1040,21 +1040,27 @@ def adaptive_max_pool(
         if return_indices:
             idx[tile] = cur_idx
 
-    # whole planes per tile (the bins run along the spatial axes), on the threads from
-    # `ADAPTIVE_PARALLEL_BYTES` on, at least two tiles per thread
+    # the bins run along the spatial axes: whole planes per tile
     bound = ADAPTIVE_PARALLEL_BYTES // (4 if return_indices else 1)
+    _run_planes(bin_tile, x, axes, per, bound, get_workspace_limit() // get_num_threads())
+    return (out, idx) if return_indices else out
+
+
+def _run_planes(work, x, axes, per: int, bound: int, limit: int) -> None:
+    """``work(tile)`` for tiles of whole planes of ``x`` (the non-spatial axes cut, ``per``
+    bytes of work per value, at most ``limit`` per tile), in contiguous runs over the threads
+    from ``bound`` bytes of ``x`` on, then at least two tiles per thread. A plane is never
+    split: whatever runs along it runs in the same order on any thread count."""
     threads = get_num_threads() if x.nbytes >= bound else 1
-    limit = get_workspace_limit() // threads
     if threads > 1:
         limit = min(limit, max(1, -(-x.size * per // (2 * threads))))
     tiles = list(_nonspatial_tiles(x.shape, axes, lambda n: n * per, limit))
 
     def run(part):
         for tile in part:
-            bin_tile(tile)
+            work(tile)
 
     parallel(run, tiles, threads if len(tiles) >= 2 * threads else 1)
-    return (out, idx) if return_indices else out
 
 
 #: non-uniform adaptive max pools of at least this many input bytes (a quarter with indices:
@@ -1106,29 +1112,22 @@ def max_unpool(
     ndim = x.ndim
     flat_out = out.reshape(-1)
     elem = [st // out.itemsize for st in out.strides]
-    # whole planes per tile, so that indices shared within a plane are written in the same
-    # order whatever the thread count (the last one stays); at least two tiles per thread
-    # from `UNPOOL_PARALLEL_BYTES` on
-    threads = get_num_threads() if x.nbytes >= UNPOOL_PARALLEL_BYTES else 1
-    limit = _tile_limit()
-    if threads > 1:
-        limit = min(limit, max(1, -(-x.size * 24 // (2 * threads))))
-    tiles = list(_nonspatial_tiles(x.shape, axes, lambda n: n * 24, limit))
 
-    def run(part):
-        for tile in part:
-            out[tile].fill(0)  # the tile's planes, whole: zeroed on the thread that fills them
-            if indices[tile].size == 0:
-                continue
-            target = plane_offsets(indices[tile], axes, out_sizes, elem)
-            for ax in range(ndim):
-                if ax not in axes:
-                    start, stop, _ = tile[ax].indices(x.shape[ax])
-                    pos = np.arange(start, stop, dtype=np.int64)
-                    target += _along(pos * elem[ax], ax, ndim)
-            flat_out[target.reshape(-1)] = x[tile].reshape(-1)
+    def scatter(tile):
+        out[tile].fill(0)  # the tile's planes, whole: zeroed on the thread that fills them
+        if indices[tile].size == 0:
+            return
+        target = plane_offsets(indices[tile], axes, out_sizes, elem)
+        for ax in range(ndim):
+            if ax not in axes:
+                start, stop, _ = tile[ax].indices(x.shape[ax])
+                pos = np.arange(start, stop, dtype=np.int64)
+                target += _along(pos * elem[ax], ax, ndim)
+        flat_out[target.reshape(-1)] = x[tile].reshape(-1)
 
-    parallel(run, tiles, threads if len(tiles) >= 2 * threads else 1)
+    # whole planes per tile: indices shared within a plane are written in the same order
+    # whatever the thread count (the last one stays)
+    _run_planes(scatter, x, axes, 24, UNPOOL_PARALLEL_BYTES, _tile_limit())
     return out
 
 
