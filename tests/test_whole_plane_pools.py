@@ -87,3 +87,23 @@ def test_look_alikes_keep_the_windowed_path(why, call, routed):
     x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
     call(x)
     assert routed == [], why
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NHCW"])
+def test_whole_plane_arg_max_matches_reference(layout, monkeypatch):
+    """The indices of one window over each whole plane by `np.argmax` over the plane (the
+    first maximum in row-major order), a NaN plane's the index of its last NaN; NHCW (the
+    spatial axes apart) keeps the running form. Values and indices as the plain loops."""
+    argmax = record_taken(monkeypatch, kpool, "_whole_plane_argmax", taken=bool)
+    r = np.random.default_rng(5).integers(-2, 3, size=(2, 3, 4, 5)).astype(np.float64)
+    r[1, 2, 1, 1] = r[1, 2, 3, 0] = np.nan
+    want, want_idx = ref.max_pool(r, (4, 5), (1, 1), (1, 1), ((0, 0), (0, 0)))
+    perm = ["NCHW".index(a) for a in layout]
+    x = np.ascontiguousarray(r.transpose(perm))
+    out, idx = lo.max_pool(x, (4, 5), return_indices=True, layout=layout)
+    back = np.argsort(perm)
+    np.testing.assert_array_equal(out.transpose(back), want)
+    np.testing.assert_array_equal(idx.transpose(back), want_idx)
+    assert argmax == [layout != "NHCW"]
+    grad = lo.max_pool_backward(np.ones(out.shape), x, (4, 5), layout=layout).grad_input
+    assert grad.sum() == out.size  # each plane's gradient went to one cell

@@ -331,6 +331,8 @@ def max_pool(
         def cost(t):
             return (math.prod(t) + _separable_elems(geom, axes, t, order)) * x.dtype.itemsize
 
+    if _whole_plane(geom) and return_indices and _whole_plane_argmax(x, axes, out, idx):
+        return out, idx
     if not return_indices:
         if _whole_plane(geom):
             out[...] = global_pool(x, axes, "max")
@@ -398,6 +400,30 @@ def _running(acc, src, boxes, tile, axes, geom, origin, ufunc, identity) -> None
                 continue
             acc.fill(identity)
         ufunc(c, src[src_index], out=c)
+
+
+def _whole_plane_argmax(x, axes, out, idx) -> bool:
+    """The maximum of each whole plane and its flat index, by ``np.argmax`` over the plane
+    as one axis (the first maximum in row-major order); a plane holding a NaN takes the
+    index of its last NaN (the running form's rule). False (nothing written) unless the
+    spatial axes are adjacent (the plane one axis of a reshaped view)."""
+    lo, hi = axes[0], axes[-1] + 1
+    if list(axes) != list(range(lo, hi)):
+        return False
+    plane = math.prod(x.shape[lo:hi])
+    y = x.reshape(math.prod(x.shape[:lo]), plane, math.prod(x.shape[hi:]))
+    # (before, after); with nothing after the plane, along contiguous rows (NumPy moves a
+    # middle axis last with a copy first)
+    best = np.argmax(y[:, :, 0], axis=1)[:, None] if y.shape[2] == 1 else np.argmax(y, axis=1)
+    vals = np.take_along_axis(y, best[:, None, :], axis=1)[:, 0, :]
+    if _is_floating(x.dtype):
+        nan = np.isnan(vals)
+        if nan.any():
+            last = plane - 1 - np.argmax(np.isnan(y[:, ::-1, :]), axis=1)
+            best = np.where(nan, last, best)
+    out[...] = vals.reshape(out.shape)
+    idx[...] = best.reshape(idx.shape)
+    return True
 
 
 def _whole_plane(geom: Geometry) -> bool:
