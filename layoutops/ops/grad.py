@@ -697,17 +697,26 @@ def lp_pool_backward(
     norm = norm.astype(cdtype, copy=False)
     positive = norm > 0
     safe = np.where(positive, norm, cdtype.type(1))
-    vals = np.where(positive, g.astype(cdtype, copy=False) * safe ** cdtype.type(1.0 - p), 0)
+    scale = 1 / safe if p == 2.0 else safe ** cdtype.type(1.0 - p)
+    vals = np.where(positive, g.astype(cdtype, copy=False) * scale, 0)
     spread = window_scatter(
         vals.astype(cdtype, copy=False), _spatial_axes(lay), geom,
         tile_axes=(lay.batch_axis, lay.channel_axis), dtype=cdtype,
     )
-    # x |x|^(p-2) written as sign(x) |x|^(p-1), taken as 0 at x = 0 (its limit for p > 1)
-    ax = np.abs(x.astype(cdtype, copy=False))
-    nonzero = ax > 0
-    spread *= np.where(
-        nonzero, np.sign(x) * np.where(nonzero, ax, 1) ** cdtype.type(p - 1.0), 0
-    )
+    # x |x|^(p-2) written as sign(x) |x|^(p-1), taken as 0 at x = 0 (its limit for p > 1):
+    # x itself for p = 2 and sign(x) for p = 1 (no float power over the input: 8x64x56x56
+    # float32 p = 2 k2 s2, 2 threads, 23.5 -> 10.5 ms; PyTorch 4.0)
+    xc = x.astype(cdtype, copy=False)
+    if p == 2.0:
+        spread *= xc
+    elif p == 1.0:
+        spread *= np.sign(xc)
+    else:
+        ax = np.abs(xc)
+        nonzero = ax > 0
+        spread *= np.where(
+            nonzero, np.sign(xc) * np.where(nonzero, ax, 1) ** cdtype.type(p - 1.0), 0
+        )
     return PoolGrads(spread.astype(dtype, copy=False))
 
 
