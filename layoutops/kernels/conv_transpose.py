@@ -458,13 +458,14 @@ def _single_taps(geometry: Geometry) -> tuple[bool, bool]:
     """``(single, every)``: every output cell gets at most one tap (kernel spread below the
     stride on every axis), and every cell gets one (tiling kernels, ``k = s`` without
     dilation, reach each cell up to ``in * s - crop``; extra output padding is not reached)."""
-    single = every = True
-    for k, d, s, n, (crop, _), size in zip(
-        geometry.kernel_sizes, geometry.dilations, geometry.strides, geometry.in_sizes,
-        geometry.pads, geometry.out_sizes, strict=True,
-    ):
-        single = single and (k - 1) * d < s
-        every = every and k == s and d == 1 and n * s - crop >= size
+    single = geometry.disjoint_windows
+    every = all(
+        k == s and d == 1 and n * s - crop >= size
+        for k, d, s, n, (crop, _), size in zip(
+            geometry.kernel_sizes, geometry.dilations, geometry.strides, geometry.in_sizes,
+            geometry.pads, geometry.out_sizes, strict=True,
+        )
+    )
     return single, single and every
 
 

@@ -37,6 +37,23 @@ class Geometry:
             d * (k - 1) + 1 for k, d in zip(self.kernel_sizes, self.dilations, strict=True)
         )
 
+    @property
+    def disjoint_windows(self) -> bool:
+        """True if no two windows share a cell: the kernel's spread ``(k - 1) * dilation``
+        stays below the stride on every axis (max-pool winners are then distinct, and a
+        window scatter's taps write each cell at most once).
+
+        Examples
+        --------
+        >>> from layoutops.kernels.geometry import Geometry
+        >>> Geometry((4,), (2,), (2,), (1,), ((0, 0),), (2,)).disjoint_windows
+        True
+        >>> Geometry((5,), (3,), (2,), (1,), ((0, 0),), (2,)).disjoint_windows
+        False
+        """
+        return all((k - 1) * d < s for k, d, s in zip(
+            self.kernel_sizes, self.dilations, self.strides, strict=True))
+
     def input_span(self, axis: int, out_start: int, out_stop: int) -> tuple[int, int]:
         """The input positions ``[lo, hi)`` (unpadded coordinates; may reach into the padding,
         i.e. below 0 or beyond the input) read by outputs ``[out_start, out_stop)``."""

@@ -33,6 +33,7 @@ from .pool import (
     adaptive_bins,
     bin_contract,
     bin_matrix,
+    bin_sizes,
     plane_offsets,
 )
 from .scratch import scratch
@@ -233,11 +234,10 @@ def window_scatter(
     if result.size == 0:
         return result
     # each tap adds its values into the input cells it read (taps in the padding dropped:
-    # `pool.tap_ranges`); taps that never share a cell ((k - 1) * d < s on every axis) are
+    # `pool.tap_ranges`); taps that never share a cell (`Geometry.disjoint_windows`) are
     # copied instead, and when they cover every cell (k = s, no dilation or padding, windows
     # to the end) no zeros are written first
-    disjoint = all((k - 1) * d < s for k, d, s in zip(
-        geom.kernel_sizes, geom.dilations, geom.strides, strict=True))
+    disjoint = geom.disjoint_windows
     covered = disjoint and all(
         d == 1 and k == s and o * s == n and p == (0, 0) for k, d, s, o, n, p in zip(
             geom.kernel_sizes, geom.dilations, geom.strides, geom.out_sizes, geom.in_sizes,
@@ -383,13 +383,8 @@ def _spread_by_gemms(values: np.ndarray, axes, in_sizes):
         return None
     if not _spread_pays(values.shape, axes, in_sizes):
         return None
-    ndim = values.ndim
-    count = np.ones((1,) * ndim, dtype)
-    for ax, n in zip(axes, in_sizes, strict=True):
-        start, end = adaptive_bins(n, values.shape[ax])
-        count = count * (end - start).astype(dtype).reshape(
-            [-1 if a == ax else 1 for a in range(ndim)])
-    cur = values / count
+    cur = values / bin_sizes(axes, in_sizes, [values.shape[ax] for ax in axes], values.ndim,
+                             dtype)
     shape = list(values.shape)
     for ax, n in zip(axes, in_sizes, strict=True):
         shape[ax] = n

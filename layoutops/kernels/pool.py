@@ -64,6 +64,7 @@ __all__ = [
     "bin_contract",
     "bin_sums_pay",
     "bin_matrix",
+    "bin_sizes",
 ]
 
 #: upper bound of the bytes one tile of a running reduction touches, so that the output tile
@@ -883,10 +884,7 @@ def adaptive_avg_pool(
     csize = compute_dtype.itemsize
     gemms = _BIN_SUMS and compute_dtype in (np.float32, np.float64) and bin_sums_pay(
         x.shape, axes, out_sizes)
-    divisor = np.ones((1,) * ndim, compute_dtype)
-    for ax, n_out in zip(axes, out_sizes, strict=True):
-        start, end = adaptive_bins(x.shape[ax], n_out)
-        divisor = divisor * _along((end - start).astype(compute_dtype), ax, ndim)
+    divisor = bin_sizes(axes, [x.shape[ax] for ax in axes], out_sizes, ndim, compute_dtype)
     with blas.single_threaded():
         for tile in _nonspatial_tiles(x.shape, axes, lambda n: 3 * n * csize):
             sums = None
@@ -916,6 +914,23 @@ def _gathered_bin_sums(cur: np.ndarray, axes, out_sizes, compute_dtype) -> np.nd
             np.add(acc, np.take(cur, pick, axis=ax), out=acc, where=valid)
         cur = acc
     return cur
+
+
+def bin_sizes(axes, in_sizes, out_sizes, ndim: int, dtype) -> np.ndarray:
+    """The number of cells of every adaptive bin: the outer product of the per-axis bin
+    lengths, broadcastable against a pooled array of ``ndim`` axes.
+
+    Examples
+    --------
+    >>> from layoutops.kernels.pool import bin_sizes
+    >>> bin_sizes((0, 1), (5, 4), (3, 2), 2, "float32").tolist()  # lengths 2, 3, 2 by 2, 2
+    [[4.0, 4.0], [6.0, 6.0], [4.0, 4.0]]
+    """
+    sizes = np.ones((1,) * ndim, dtype)
+    for ax, n_in, n_out in zip(axes, in_sizes, out_sizes, strict=True):
+        start, end = adaptive_bins(n_in, n_out)
+        sizes = sizes * _along((end - start).astype(dtype), ax, ndim)
+    return sizes
 
 
 def bin_matrix(n_in: int, n_out: int, dtype) -> np.ndarray:

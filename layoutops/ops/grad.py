@@ -510,12 +510,10 @@ def max_pool_backward(
         x, kernel_size, stride=stride, padding=padding, dilation=dilation,
         ceil_mode=ceil_mode, return_indices=True, layout=lay.spec, _op=op,
     )
-    # windows that never overlap ((k - 1) * d < s on every axis) have distinct winners
-    disjoint = all((k - 1) * d < s for k, d, s in zip(
-        geom.kernel_sizes, geom.dilations, geom.strides, strict=True))
+    # windows that never overlap have distinct winners
     grad = index_scatter(
         g, indices, x.shape, lay.batch_axis, lay.channel_axis, _spatial_axes(lay), dtype,
-        unique=disjoint,
+        unique=geom.disjoint_windows,
     )
     return PoolGrads(grad)
 
