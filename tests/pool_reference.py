@@ -176,6 +176,16 @@ def max_unpool(x, indices, out_sizes):
     return out
 
 
+def scatter_add(values, indices, in_sizes):
+    """The max-pool gradient's scatter: zeros of spatial ``in_sizes``, each value added at its
+    flat row-major plane index (values sharing a cell summed), NC* layout."""
+    out = np.zeros(values.shape[:2] + tuple(in_sizes), np.float64)
+    for pos in itertools.product(*[range(v) for v in values.shape]):
+        cell = np.unravel_index(int(indices[pos]), in_sizes)
+        out[(pos[0], pos[1], *cell)] += values[pos]
+    return out
+
+
 def unfold(x, ks, ss, ds, pads):
     """PyTorch F.unfold's form, N-d: (N, C * prod(k), L), rows c * K + kernel offset."""
     n_batch, n_chan = x.shape[:2]

@@ -61,6 +61,7 @@ __all__ = [
     "adaptive_max_pool",
     "max_unpool",
     "plane_offsets",
+    "plane_scatter",
     "bin_contract",
     "bin_sums_pay",
     "bin_matrix",
@@ -1145,12 +1146,46 @@ def max_unpool(
     x: np.ndarray, indices: np.ndarray, axes: tuple[int, ...], out_sizes: tuple[int, ...]
 ) -> np.ndarray:
     """Scatter ``x`` into zeros of spatial size ``out_sizes`` at the flat plane ``indices``
-    (validated by the caller to lie in ``[0, prod(out_sizes))``)."""
-    out = np.empty(pool_output_shape(x.shape, axes, out_sizes), x.dtype)
-    if x.size == 0:
+    (validated by the caller to lie in ``[0, prod(out_sizes))``); of values sharing a cell
+    the last one stays."""
+    return plane_scatter(x, indices, axes, out_sizes, x.dtype)
+
+
+def plane_scatter(
+    values: np.ndarray,
+    indices: np.ndarray,
+    axes: tuple[int, ...],
+    out_sizes: tuple[int, ...],
+    dtype,
+    *,
+    accumulate: bool = False,
+) -> np.ndarray:
+    """Zeros of spatial size ``out_sizes`` (dtype ``dtype``) with each of ``values`` put at
+    its flat plane index (row-major over ``axes``, in ``[0, prod(out_sizes))``, checked by
+    the caller): assigned (the last of values sharing a cell stays: `max_unpool`) or, with
+    ``accumulate``, summed by `np.add.at` (the max-pool gradient, whose overlapping windows
+    can share a winner).
+
+    Whole planes per tile, split over the threads from `UNPOOL_PARALLEL_BYTES` of
+    ``values`` on, each thread zeroing the planes it fills: every plane's values land in the
+    same order whatever the thread count.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from layoutops.kernels.pool import plane_scatter
+    >>> v = np.array([[[1.0, 2.0, 4.0]]])                  # NCW: one plane of 3 values
+    >>> idx = np.array([[[1, 1, 3]]])
+    >>> plane_scatter(v, idx, (2,), (4,), np.float64).tolist()
+    [[[0.0, 2.0, 0.0, 4.0]]]
+    >>> plane_scatter(v, idx, (2,), (4,), np.float64, accumulate=True).tolist()
+    [[[0.0, 3.0, 0.0, 4.0]]]
+    """
+    out = np.empty(pool_output_shape(values.shape, axes, out_sizes), dtype)
+    if values.size == 0 or out.size == 0:
         out.fill(0)
         return out
-    ndim = x.ndim
+    ndim = values.ndim
     flat_out = out.reshape(-1)
     elem = [st // out.itemsize for st in out.strides]
 
@@ -1161,18 +1196,20 @@ def max_unpool(
         target = plane_offsets(indices[tile], axes, out_sizes, elem)
         for ax in range(ndim):
             if ax not in axes:
-                start, stop, _ = tile[ax].indices(x.shape[ax])
+                start, stop, _ = tile[ax].indices(values.shape[ax])
                 pos = np.arange(start, stop, dtype=np.int64)
                 target += _along(pos * elem[ax], ax, ndim)
-        flat_out[target.reshape(-1)] = x[tile].reshape(-1)
+        src = values[tile].reshape(-1)
+        if accumulate:
+            np.add.at(flat_out, target.reshape(-1), src)
+        else:
+            flat_out[target.reshape(-1)] = src
 
-    # whole planes per tile: indices shared within a plane are written in the same order
-    # whatever the thread count (the last one stays)
-    _run_planes(scatter, x, axes, 24, UNPOOL_PARALLEL_BYTES, _tile_limit())
+    _run_planes(scatter, values, axes, 24, UNPOOL_PARALLEL_BYTES, _tile_limit())
     return out
 
 
-#: `max_unpool` of at least this many input bytes splits its planes over the threads, each
-#: thread zeroing the planes it fills (5-round A/B, 8x64x28x28 float32 -> 56x56, CF / CL:
-#: 1.59 / 1.61 -> 1.19 / 1.19 ms)
+#: `plane_scatter` (`max_unpool`, the max-pool gradient) of at least this many input bytes
+#: splits its planes over the threads, each thread zeroing the planes it fills (5-round
+#: A/B, max_unpool 8x64x28x28 float32 -> 56x56, CF / CL: 1.59 / 1.61 -> 1.19 / 1.19 ms)
 UNPOOL_PARALLEL_BYTES = 1 << 20

@@ -886,13 +886,6 @@ def max_unpool(x, indices, kernel_size, *, stride=None, padding=0, output_size=N
     """
     op = "max_unpool"
     x, lay = _prepare(op, x, layout, None)
-    indices = as_array(indices, "indices", op)
-    if indices.dtype.kind not in "iu":
-        raise TypeError(f"`{op}`: `indices` must be an integer array, got dtype {indices.dtype}")
-    if indices.shape != x.shape:
-        raise ValueError(
-            f"`{op}`: `indices` must have the shape of `x` {x.shape}, got {indices.shape}"
-        )
     n = lay.n_spatial
     kernel = normalize_tuple(kernel_size, n, "kernel_size", op)
     strides = normalize_tuple(kernel if stride is None else stride, n, "stride", op)
@@ -925,16 +918,33 @@ def max_unpool(x, indices, kernel_size, *, stride=None, padding=0, output_size=N
                     f"`{op}`: `output_size` along {letter!r} must be in ({d - s}, {d + s}) "
                     f"(the pool's size {d} +- stride {s}, exclusive), got {size}"
                 )
-    plane = math.prod(sizes)
-    if indices.size:
-        lo_i, hi_i = int(indices.min()), int(indices.max())
-        if lo_i < 0 or hi_i >= plane:
-            bad = lo_i if lo_i < 0 else hi_i
-            raise ValueError(
-                f"`{op}`: `indices` must lie in [0, {plane}) (the output plane {sizes}), "
-                f"got {bad}"
-            )
+    indices = plane_indices(op, indices, x.shape, "`x`", sizes, "output plane")
     return kpool.max_unpool(x, indices, lay.spatial_axes, tuple(max(s, 0) for s in sizes))
+
+
+def plane_indices(op: str, indices, shape, shape_of: str, sizes, plane_name: str):
+    """``indices`` as an integer array of ``shape`` whose values (flat row-major positions
+    within a spatial plane of ``sizes``, as `max_pool` returns them) lie in the plane;
+    ``TypeError`` / ``ValueError`` naming ``shape_of`` and ``plane_name`` otherwise."""
+    indices = as_array(indices, "indices", op)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"`{op}`: `indices` must be an integer array, got dtype {indices.dtype}")
+    if indices.shape != tuple(shape):
+        raise ValueError(
+            f"`{op}`: `indices` must have the shape of {shape_of} {tuple(shape)}, got "
+            f"{indices.shape}"
+        )
+    plane = math.prod(sizes)
+    # one pass: seen as unsigned, a negative index is larger than any plane
+    unsigned = indices.view(indices.dtype.str.replace("i", "u"))
+    if indices.size and int(unsigned.max()) >= plane:
+        lowest = int(indices.min())
+        bad = lowest if lowest < 0 else int(indices.max())
+        raise ValueError(
+            f"`{op}`: `indices` must lie in [0, {plane}) (the {plane_name} {tuple(sizes)}), "
+            f"got {bad}"
+        )
+    return indices
 
 
 def _unpool_output_size(op: str, x: np.ndarray, lay: Layout, output_size) -> tuple[int, ...]:
