@@ -685,11 +685,12 @@ def test_threaded_strategy_works_in_a_forked_child():
     import multiprocessing
 
     from layoutops.kernels import conv as kconv
+    from layoutops.kernels import threads as kthreads
 
     x = np.ones((2, 40, 40, 4), np.float32)  # two samples: two chunks, two threads
     w = np.ones((3, 3, 4, 1), np.float32)
     lo.depthwise_conv2d(x, w, padding=1, layout="NHWC")
-    assert kconv._THREADS == 1 or os.getpid() in kconv._POOL  # the parent's pool exists
+    assert kconv._THREADS == 1 or kthreads._STATE["workers"]  # the parent's workers exist
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child_conv, args=(queue,))

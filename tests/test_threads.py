@@ -367,3 +367,67 @@ def test_balanced_run_minimises_the_fullest_part(threads):
                 least = min(loads.values())
                 assert got <= max(1, most) and loads[got] == least
                 assert got == max(ln for ln, load in loads.items() if load == least)
+
+
+def test_parallel_hands_parts_to_worker_threads_and_raises_their_errors(threads):
+    """Each part after the first runs on a worker thread; an exception raised in any part
+    reaches the caller once every part is done, and the workers take the next call."""
+    import threading
+
+    from layoutops.kernels.threads import parallel
+
+    threads(3)
+    ran = {}
+
+    def record(part):
+        ran[tuple(part)] = threading.get_ident()
+
+    parallel(record, [1, 2, 3, 4, 5, 6])
+    assert sorted(ran) == [(1, 2), (3, 4), (5, 6)]
+    assert ran[(1, 2)] == threading.get_ident()
+    assert len({ran[(3, 4)], ran[(5, 6)], threading.get_ident()}) == 3
+    finished = []
+
+    def fail_on(bad):
+        def fn(part):
+            if bad in part:
+                raise RuntimeError(f"part {part}")
+            finished.append(tuple(part))
+        return fn
+
+    for bad in (1, 5):  # the caller's own part, a worker's
+        finished.clear()
+        with pytest.raises(RuntimeError, match=f"part \\[{bad}, {bad + 1}\\]"):
+            parallel(fail_on(bad), [1, 2, 3, 4, 5, 6])
+        assert len(finished) == 2  # the other parts ran to their end
+    ran.clear()
+    parallel(record, [1, 2, 3, 4, 5, 6])
+    assert len(set(ran.values())) == 3
+
+
+def test_parallel_called_while_the_workers_are_busy_runs_on_its_own_thread(threads):
+    """A second caller's `parallel` does not wait for the workers (nor share the cores
+    with the first caller's parts): it runs every item on its calling thread."""
+    import threading
+
+    from layoutops.kernels.threads import parallel
+
+    threads(2)
+    inside, release = threading.Event(), threading.Event()
+
+    def first(part):
+        inside.set()
+        assert release.wait(10)
+
+    outer = threading.Thread(target=parallel, args=(first, [1, 2]))
+    outer.start()
+    assert inside.wait(10)
+    calls = []
+    parallel(lambda part: calls.append((list(part), threading.get_ident())), [1, 2, 3, 4])
+    assert calls == [([1, 2, 3, 4], threading.get_ident())]
+    release.set()
+    outer.join(10)
+    assert not outer.is_alive()
+    calls.clear()
+    parallel(lambda part: calls.append(list(part)), [1, 2, 3, 4])  # the workers free again
+    assert sorted(calls) == [[1, 2], [3, 4]]

@@ -98,11 +98,7 @@ from .geometry import Geometry
 from .plan import get_workspace_limit, split_tiles
 from .scratch import scratch
 from .threads import _CORES as _THREADS  # noqa: F401  (the pool's default size, for tests)
-from .threads import (
-    _POOL,  # noqa: F401  (the per-process pool, for tests)
-    get_num_threads,
-    parallel_copy,
-)
+from .threads import get_num_threads, parallel_copy
 from .threads import parallel as _parallel
 from .wide_rows import rows_per_chunk, run_wide_rows
 from .window import TileBlock, padded_block, window_view

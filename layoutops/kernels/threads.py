@@ -8,9 +8,11 @@ results do not depend on the thread count.
 
 Thread count: ``LAYOUTOPS_NUM_THREADS`` (environment, read on every call) or
 `set_num_threads`, else as many cores as the process may run on (``os.sched_getaffinity``:
-a process pinned to one core does not time-slice two threads), at most 8. The pool is per
-process (a forked child builds its own: the parent's threads do not exist there). Work done
-inside a part of `parallel` is not split again (`get_num_threads` is 1 there).
+a process pinned to one core does not time-slice two threads), at most 8. The worker threads
+are per process (a forked child starts its own: the parent's do not exist there). Work done
+inside a part of `parallel` is not split again (`get_num_threads` is 1 there), and a
+`parallel` call made while another thread's is running runs on its calling thread alone
+(the workers are busy; two callers would otherwise time-slice the cores between them).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import math
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -30,7 +31,6 @@ __all__ = ["balanced_run", "get_num_threads", "set_num_threads", "one_thread", "
 
 _MAX_THREADS = 8
 _OVERRIDE: list[int | None] = [None]
-_POOL: dict = {}
 _LOCAL = threading.local()  # ``inside``: this thread runs a part of `parallel` (no nesting)
 
 
@@ -105,13 +105,61 @@ def one_thread():
         _LOCAL.inside = previous
 
 
-def _pool() -> ThreadPoolExecutor:
-    """The thread pool of this process (a forked child gets its own)."""
-    pid = os.getpid()
-    if pid not in _POOL:
-        _POOL.clear()
-        _POOL[pid] = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="layoutops")
-    return _POOL[pid]
+class _Worker:
+    """One worker thread, handed one part at a time: a lock the caller releases to start it
+    and one it releases when done. A `concurrent.futures` pool's queue, futures and
+    bookkeeping cost more: 7-round old / new A/B on BENCH.md's shapes, 2 threads, us:
+    global average pool 475 -> 464, average pool 2x2 CF / CL 1195 / 781 -> 1161 / 760,
+    grouped conv 1459 / 1492 -> 1440 / 1480, 3-D conv CL 2258 -> 2209 (CF equal in a second
+    A/B), max pool CF / CL 2676 / 2139 -> 2662 / 2109; depthwise CF 19.4-54.6 ms over the
+    rounds -> 19.0-20.9 (median 25.3 -> 19.3), CL 14.6 -> 13.4; resnet 3x3 equal,
+    transposed k4 s2 4093 -> 4145."""
+
+    def __init__(self):
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._job = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._loop, daemon=True, name="layoutops").start()
+
+    def _loop(self):
+        while True:
+            self._go.acquire()
+            context, fn, part = self._job
+            self._job = None
+            try:
+                context.run(_inside, fn, part)
+            except BaseException as error:  # handed to the caller in `wait`
+                self._error = error
+            self._done.release()
+
+    def start(self, fn, part):
+        # the part runs in a copy of the caller's context: its contextvars (a
+        # ``workspace_limit`` block, NumPy's ufunc buffer size) hold there too
+        self._job = (contextvars.copy_context(), fn, part)
+        self._go.release()
+
+    def wait(self) -> BaseException | None:
+        """Block until the part is done; the exception it raised, if any."""
+        self._done.acquire()
+        error, self._error = self._error, None
+        return error
+
+
+_STATE: dict = {"workers": [], "busy": threading.Lock()}
+
+
+def _reset_after_fork():
+    # a forked child has none of the parent's threads, and a `busy` lock held by one of
+    # them would stay held
+    _STATE["workers"] = []
+    _STATE["busy"] = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def parallel(fn: Callable[[Sequence], object], items: Sequence, threads: int | None = None):
@@ -127,21 +175,37 @@ def parallel(fn: Callable[[Sequence], object], items: Sequence, threads: int | N
     [0, 1, 2, 3, 4]
     """
     threads = min(get_num_threads() if threads is None else threads, len(items))
-    if threads <= 1:
-        fn(items)
+    busy = _STATE["busy"]
+    if threads <= 1 or not busy.acquire(blocking=False):
+        fn(items)  # one thread, or the workers are running another caller's parts
         return
-    size = -(-len(items) // threads)
-    parts = [items[i : i + size] for i in range(0, len(items), size)]
-    # each part runs in a copy of the caller's context: its contextvars (a
-    # ``workspace_limit`` block, NumPy's ufunc buffer size) hold there too
-    futures = [
-        _pool().submit(contextvars.copy_context().run, _inside, fn, part) for part in parts[1:]
-    ]
     try:
-        _inside(fn, parts[0])
+        size = -(-len(items) // threads)
+        parts = [items[i : i + size] for i in range(0, len(items), size)]
+        workers = _STATE["workers"]
+        while len(workers) < len(parts) - 1:
+            workers.append(_Worker())
+        started = []
+        try:
+            for worker, part in zip(workers[: len(parts) - 1], parts[1:], strict=True):
+                worker.start(fn, part)
+                started.append(worker)
+            _inside(fn, parts[0])
+        finally:
+            errors = []
+            for worker in started:
+                try:
+                    error = worker.wait()
+                except BaseException as interrupt:  # e.g. KeyboardInterrupt while waiting
+                    workers.remove(worker)  # its part may still run: never hand it another
+                    errors.append(interrupt)
+                else:
+                    if error is not None:
+                        errors.append(error)
+        if errors:
+            raise errors[0]
     finally:
-        for future in futures:
-            future.result()
+        busy.release()
 
 
 def _inside(fn, part):
