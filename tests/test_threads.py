@@ -431,3 +431,43 @@ def test_parallel_called_while_the_workers_are_busy_runs_on_its_own_thread(threa
     calls.clear()
     parallel(lambda part: calls.append(list(part)), [1, 2, 3, 4])  # the workers free again
     assert sorted(calls) == [[1, 2], [3, 4]]
+
+
+def test_ops_called_from_several_threads_at_once_match_the_serial_results(threads):
+    """Four threads of a user's program running convs and pools at the same time: whichever
+    call gets the workers and whichever runs alone, every result equals the one computed
+    with nobody else running (same bits)."""
+    import threading
+
+    threads(2)
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((8, 32, 48, 48)).astype(np.float32)  # large enough to split
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    xl = act_to(x, "NCHW", "NHWC")
+    jobs = [
+        lambda: lo.conv(x, w, padding=1),
+        lambda: lo.conv(xl, kernel_to(w, "HWIO", "OIHW"), padding=1, layout="NHWC"),
+        lambda: lo.max_pool(x, 3, stride=2, padding=1),
+        lambda: lo.avg_pool(xl, 2, stride=2, layout="NHWC"),
+    ]
+    want = [job() for job in jobs]
+    got = [[] for _ in jobs]
+    errors = []
+
+    def run(i):
+        try:
+            for _ in range(8):
+                got[i].append(jobs[i]())
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    users = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for user in users:
+        user.start()
+    for user in users:
+        user.join(60)
+    assert not errors and not any(user.is_alive() for user in users)
+    for results, expected in zip(got, want, strict=True):
+        assert len(results) == 8
+        for result in results:
+            np.testing.assert_array_equal(result, expected)
