@@ -14,17 +14,9 @@ from recording import spy_parallel
 
 import layoutops as lo
 from layoutops.kernels import pool as kpool
-from layoutops.kernels.threads import set_num_threads
 
 LAYOUTS = {1: ["NCW", "NWC"], 2: ["NCHW", "NHWC", "NHCW"], 3: ["NCDHW", "NDHWC"]}
 SHAPES = {1: (2, 3, 9), 2: (2, 3, 7, 6), 3: (1, 2, 5, 4, 6)}
-
-
-@pytest.fixture
-def threads():
-    previous = set_num_threads(None)
-    yield set_num_threads
-    set_num_threads(previous)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -15,14 +15,6 @@ from layoutops.kernels import pool as kpool
 from layoutops.kernels.threads import get_num_threads, set_num_threads
 
 
-@pytest.fixture
-def threads():
-    """Run with a given thread count, restored afterwards."""
-    previous = set_num_threads(None)
-    yield set_num_threads
-    set_num_threads(previous)
-
-
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("shape", [(2, 8, 7, 6), (3, 8, 6, 5)])
 def test_grouped_conv_pipelines_match_reference(layout, shape, threads, monkeypatch):
