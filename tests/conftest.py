@@ -1,5 +1,8 @@
 """Fixtures shared by the test modules."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 from layoutops.kernels.threads import set_num_threads
@@ -11,3 +14,17 @@ def threads():
     previous = set_num_threads(None)
     yield set_num_threads
     set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """A loader of the scripts under ``benchmarks/`` as modules: ``benchmark_script(name)``."""
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -5,25 +5,16 @@ same GEMMs again. No timing is asserted."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from layoutops import bench
 from layoutops.kernels.threads import set_num_threads
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def floor():
-    path = ROOT / "benchmarks" / "gemm_floor.py"
-    spec = importlib.util.spec_from_file_location("gemm_floor", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def floor(benchmark_script):
+    return benchmark_script("gemm_floor")
 
 
 @pytest.fixture

@@ -1,23 +1,11 @@
 """``benchmarks/handoff.py`` runs and reports what it says it measures: a lock wake and the
 timeline of a two-part `parallel` call whose parts ran on two threads."""
 
-import importlib.util
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("handoff", ROOT / "benchmarks" / "handoff.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_handoff_measures_a_lock_wake_and_a_two_thread_parallel_call(capsys):
+def test_handoff_measures_a_lock_wake_and_a_two_thread_parallel_call(capsys, benchmark_script):
     from layoutops.kernels.threads import set_num_threads
 
-    handoff = _load()
+    handoff = benchmark_script("handoff")
     wake = handoff.lock_wake(20, 10.0)
     assert wake["release_us"] > 0 and wake["wake_delay_us"] > 0  # woken after the release began
     previous = set_num_threads(2)
