@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from layoutops.kernels import conv as kconv
 from layoutops.kernels.threads import set_num_threads
 
 
@@ -28,3 +29,19 @@ def benchmark_script():
         return module
 
     return load
+
+
+@pytest.fixture
+def no_tiny_path(monkeypatch):
+    """Small convolutions take the tiled paths too (`layoutops.kernels.conv._tiny_im2col`
+    off): for the tests that force or watch one of those paths on small inputs."""
+    monkeypatch.setattr(kconv, "_TINY_BYTES", 0)
+
+
+@pytest.fixture(params=["tiny path", "tiled paths"])
+def both_small_paths(request, monkeypatch):
+    """Run the test twice: small convolutions on `layoutops.kernels.conv._tiny_im2col` (the
+    default) and on the tiled paths larger ones take."""
+    if request.param == "tiled paths":
+        monkeypatch.setattr(kconv, "_TINY_BYTES", 0)
+    return request.param

@@ -59,6 +59,7 @@ def runners(monkeypatch):
         return run
 
     monkeypatch.setattr(kconv, "_run_im2col", spy("im2col", kconv._run_im2col))
+    monkeypatch.setattr(kconv, "_tiny_im2col", spy("im2col", kconv._tiny_im2col))
     monkeypatch.setattr(kconv, "_depthwise", spy("direct", kconv._depthwise))
     return ran
 

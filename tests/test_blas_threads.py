@@ -70,13 +70,13 @@ SMALL = {
 
 
 @pytest.mark.parametrize("name", SMALL)
-def test_small_products_run_on_one_blas_thread(name, blas_threads_seen):
+def test_small_products_run_on_one_blas_thread(name, blas_threads_seen, both_small_paths):
     SMALL[name]()
     assert blas_threads_seen, "no GEMM recorded"
     assert set(blas_threads_seen) == {1}
 
 
-def test_the_recorder_sees_blas_threads(blas_threads_seen, monkeypatch):
+def test_the_recorder_sees_blas_threads(blas_threads_seen, monkeypatch, no_tiny_path):
     """Without the rule, a small conv tile's GEMM runs on BLAS's two threads."""
     monkeypatch.setattr(kconv, "_SMALL_ONE_THREAD", False)
     SMALL["conv CF 1x64x8x8"]()

@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 
 import layoutops as lo
 
+pytestmark = pytest.mark.usefixtures("both_small_paths")
+
 ALGORITHMS = ["auto", "im2col", "per_tap", "direct"]
 RNG = np.random.default_rng(20260)
 

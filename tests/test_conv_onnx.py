@@ -13,6 +13,8 @@ onnx = pytest.importorskip("onnx")
 from onnx import helper  # noqa: E402
 from onnx_node_cases import collect  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("both_small_paths")
+
 CASES = collect("conv", "Conv")
 
 EXPECTED_NAMES = {

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 import layoutops as lo
 
+pytestmark = pytest.mark.usefixtures("both_small_paths")
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 

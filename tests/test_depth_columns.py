@@ -12,6 +12,8 @@ from recording import record_taken
 import layoutops as lo
 from layoutops.kernels import conv as kconv
 
+pytestmark = pytest.mark.usefixtures("no_tiny_path")
+
 CASES = [
     # (D, H, W), kernel, stride, dilation, padding
     ((5, 6, 7), (3, 3, 3), (1, 1, 1), (1, 1, 1), 1),

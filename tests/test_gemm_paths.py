@@ -13,8 +13,11 @@ import layoutops as lo
 from layoutops.kernels import conv as kconv
 from layoutops.kernels.gemm import available
 
-pytestmark = pytest.mark.skipif(not available(np.float32),
-                                reason="no BLAS gemm with beta for float32 here")
+pytestmark = [
+    pytest.mark.skipif(not available(np.float32),
+                       reason="no BLAS gemm with beta for float32 here"),
+    pytest.mark.usefixtures("no_tiny_path"),
+]
 
 PATHS = ("_taps_flat_tile", "_wide_tile", "_taps_1d_tile")
 

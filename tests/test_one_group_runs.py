@@ -13,6 +13,8 @@ import layoutops as lo
 from layoutops.kernels import conv as kconv
 from layoutops.kernels.threads import set_num_threads
 
+pytestmark = pytest.mark.usefixtures("no_tiny_path")
+
 CASES = [
     # (N, *S), kernel, stride, padding pairs
     ((3, 23, 21), (7, 7), (2, 2), ((3, 3), (3, 3))),  # a stem: odd sizes

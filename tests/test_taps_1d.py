@@ -14,8 +14,11 @@ from layoutops.kernels import taps_1d
 from layoutops.kernels.gemm import available
 from layoutops.kernels.threads import set_num_threads
 
-pytestmark = pytest.mark.skipif(not available(np.float64),
-                                reason="no BLAS gemm with beta for float64 here")
+pytestmark = [
+    pytest.mark.skipif(not available(np.float64),
+                       reason="no BLAS gemm with beta for float64 here"),
+    pytest.mark.usefixtures("no_tiny_path"),
+]
 
 
 @pytest.fixture

@@ -19,8 +19,11 @@ from layoutops.kernels import conv as kconv
 from layoutops.kernels import taps_flat
 from layoutops.kernels.gemm import available
 
-pytestmark = pytest.mark.skipif(not available(np.float64),
-                                reason="no BLAS gemm with beta for float64 here")
+pytestmark = [
+    pytest.mark.skipif(not available(np.float64),
+                       reason="no BLAS gemm with beta for float64 here"),
+    pytest.mark.usefixtures("no_tiny_path"),
+]
 
 
 

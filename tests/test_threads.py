@@ -14,6 +14,8 @@ from layoutops.kernels import conv as kconv
 from layoutops.kernels import pool as kpool
 from layoutops.kernels.threads import get_num_threads, set_num_threads
 
+pytestmark = pytest.mark.usefixtures("no_tiny_path")
+
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("shape", [(2, 8, 7, 6), (3, 8, 6, 5)])

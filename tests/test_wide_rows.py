@@ -14,6 +14,8 @@ from layoutops.kernels import conv as kconv
 from layoutops.kernels import gemm as kgemm
 from layoutops.kernels import wide_rows
 
+pytestmark = pytest.mark.usefixtures("no_tiny_path")
+
 
 @pytest.fixture(params=["accumulating GEMMs", "NumPy products and additions"])
 def forced(monkeypatch, request):

@@ -33,7 +33,8 @@ Strategies (``algorithm=``):
     one opaque item (NumPy copies short float runs value by value: 1.1-1.2x on the grouped
     case, 2x with 4 channels per group). Tiles hold at most 16 MiB: larger ones gave no
     GEMM speed and lost cache locality in the copy; smaller ones (2 MiB, 0.5 MiB) measured
-    slower on every shape.
+    slower on every shape. Small convolutions (at most 1 MiB of temporaries, `_tiny_macs`)
+    skip the tiles: one padded block, one column copy, one GEMM (`_tiny_im2col`).
 ``"per_tap"``
     For each kernel offset, a GEMM of the block's shifted view with that offset's weight slice,
     accumulated into the tile. No im2col buffer. With stride 1 the shifted view is a flat
@@ -80,6 +81,7 @@ thread: two threads on planes that share the L2 cache measured slower.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 
@@ -279,6 +281,17 @@ def conv_forward(
             work = n * groups * o_per * block_pix  # flat accumulator (chunked scratch)
         return (block + res + work) * itemsize
 
+    macs = _tiny_macs(geometry, x_grouped.size, batch, groups, c_per, o_per, itemsize)
+    if algorithm == "im2col" and macs is not None:
+        # OpenBLAS keeps GEMMs of up to 2**18 multiply-adds on the calling thread by itself;
+        # larger ones would wake its workers, which then spin against whatever runs next
+        with blas.single_threaded() if macs > 1 << 18 else contextlib.nullcontext():
+            res = _tiny_im2col(x_grouped, x_letters, spatial, geometry, prep, form, mode, cdtype)
+        if bias_res is not None:
+            res += bias_res
+        out_res[...] = res
+        return out
+
     limit = min(get_workspace_limit(), _SPEED_TILE_BYTES[algorithm])
     for tile in split_tiles((batch, *out_sizes), cost, limit):
         spans = tuple(
@@ -326,6 +339,65 @@ def conv_forward(
 #: split the resnet 3x3 case of BENCH.md into two tiles, two pipeline starts and drains:
 #: 9-round A/B 10.0/9.6 -> 9.8/9.5 ms channels-first/-last)
 _WIDE_TILE_COST = True
+
+
+#: convolutions whose temporaries (padded input, im2col columns, result) hold at most this
+#: many bytes, within the workspace limit, and whose GEMMs have at most `_TINY_MACS`
+#: multiply-adds each run `_tiny_im2col`: one padded block, one column copy, one GEMM on one
+#: thread, none of the tiling, chunking and strategy choices (each a few microseconds of
+#: Python) that larger problems pay for (3-round old / new A/Bs, float32, us: 1x16x8x8 -> 16
+#: 3x3 channels-first 120 -> 77, 1x1x28x28 -> 8 116 -> 71, 1x7x7x32 -> 32 channels-last
+#: 104 -> 75, 8x8x8x16 -> 16 channels-last 145 -> 108, 1x32x16x16 -> 32 186 -> 157,
+#: 2-core test machine). 0 turns it off.
+_TINY_BYTES = 1 << 20
+_TINY_MACS = 1 << 22
+
+
+def _tiny_macs(geometry: Geometry, x_size: int, n: int, groups: int, c: int, o: int,
+               itemsize: int) -> int | None:
+    """The multiply-adds of the largest GEMM of `_tiny_im2col` (at most: one group's over
+    the whole batch) if a convolution is small enough for it, else None. ``x_size``: the
+    input's element count."""
+    pix = math.prod(geometry.out_sizes)
+    cols = n * c * math.prod(geometry.kernel_sizes) * pix  # one group's
+    block = n * c * math.prod(
+        (p - 1) * s + e for p, s, e in zip(geometry.out_sizes, geometry.strides,
+                                           geometry.extents, strict=True)
+    )
+    temps = (max(groups * block, x_size) + groups * (cols + n * o * pix)) * itemsize
+    macs = cols * o
+    if temps <= min(_TINY_BYTES, get_workspace_limit()) and macs <= _TINY_MACS:
+        return macs
+    return None
+
+
+def _tiny_im2col(x_grouped, x_letters, spatial, geometry, wmat, form, mode, cdtype):
+    """The whole convolution as one im2col GEMM (`_tiny_macs`), in the result order of
+    ``form``: ``(n, G, O, *P)`` (``A``) or ``(n, *P, G, O)`` (``B``). ``wmat`` is the im2col
+    kernel (`_prepare_weight`): ``(G, O, c*K)`` / ``(G, K*c, O)``."""
+    k = len(spatial)
+    letters = "NGC" + spatial if form == "A" else "N" + spatial + "GC"
+    xb = x_grouped.transpose([x_letters.index(c) for c in letters])
+    axes = tuple(range(3, 3 + k)) if form == "A" else tuple(range(1, 1 + k))
+    spans = tuple(geometry.input_span(a, 0, size) for a, size in enumerate(geometry.out_sizes))
+    block = padded_block(xb, axes, spans, mode=mode,
+                         dtype=None if xb.dtype == cdtype else cdtype)
+    win = window_view(block, axes, geometry.kernel_sizes, geometry.strides, geometry.dilations)
+    taps = tuple(geometry.kernel_sizes)
+    if form == "A":  # win: (n, G, c, *P, *K)
+        n, g, c = win.shape[:3]
+        pix = win.shape[3 : 3 + k]
+        cols = np.empty((n, g, c, *taps, *pix), dtype=cdtype)
+        cols[...] = win.transpose(0, 1, 2, *range(3 + k, 3 + 2 * k), *range(3, 3 + k))
+        res = np.matmul(wmat, cols.reshape(n, g, wmat.shape[2], -1))  # (n, G, O, P)
+        return res.reshape(n, g, wmat.shape[1], *pix)
+    # win: (n, *P, G, c, *K); group-major columns (G, n, *P, *K, c)
+    n, pix = win.shape[0], win.shape[1 : 1 + k]
+    g, c = win.shape[1 + k : 3 + k]
+    cols = np.empty((g, n, *pix, *taps, c), dtype=cdtype)
+    cols[...] = win.transpose(1 + k, 0, *range(1, 1 + k), *range(3 + k, 3 + 2 * k), 2 + k)
+    res = np.matmul(cols.reshape(g, -1, wmat.shape[1]), wmat)  # (G, nP, O)
+    return res.reshape(g, n, *pix, wmat.shape[2]).transpose(*range(1, 2 + k), 0, 2 + k)
 
 
 def _wide_cost(geometry, groups, c, o, pix, itemsize, form) -> int:

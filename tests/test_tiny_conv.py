@@ -1,0 +1,131 @@
+"""The one-GEMM path of small convolutions (`layoutops.kernels.conv._tiny_im2col`): it runs
+where `_tiny` says, its results equal the plain-loop reference in every layout, and larger
+convolutions or a small workspace limit keep the tiled paths."""
+
+import numpy as np
+import pytest
+from conv_reference import act_from, act_to, conv_ref, kernel_to
+
+import layoutops as lo
+from layoutops.kernels import conv as kconv
+
+#: the kernel layout that goes with each activation layout
+_KERNELS = {
+    "NCW": "OIW", "NWC": "WIO", "NCHW": "OIHW", "NHWC": "HWIO", "NWHC": "WHIO",
+    "NCDHW": "OIDHW", "NDHWC": "DHWIO",
+}
+
+
+@pytest.fixture
+def tiny_calls(monkeypatch):
+    """The number of `_tiny_im2col` calls made during the test."""
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    real = kconv._tiny_im2col
+    monkeypatch.setattr(kconv, "_tiny_im2col", spy)
+    return calls
+
+
+def _run(layout, x, w, b, **kw):
+    """``lo.conv`` of ``x`` (``N C *S``) and ``w`` (``O I *K``) in ``layout``, result back
+    in ``N C *S``."""
+    canon = "NC" + "".join(c for c in "DHW" if c in layout)
+    spatial = canon[2:]
+    got = lo.conv(act_to(x, canon, layout), kernel_to(w, _KERNELS[layout], "OI" + spatial), b,
+                  layout=layout, **kw)
+    return act_from(got, layout, canon)
+
+
+CASES = {
+    # name: (layout, input N C *S, kernel sizes, groups, C_out, conv keywords, reference pads)
+    "1d odd": ("NCW", (2, 3, 9), (3,), 1, 4, dict(padding=1), ((1, 1),)),
+    "1d even strided cl": ("NWC", (1, 4, 10), (4,), 2, 2, dict(stride=2, padding=(1, 2)),
+                           ((1, 2),)),
+    "2d odd": ("NCHW", (2, 3, 7, 5), (3, 3), 1, 5, dict(padding=1), ((1, 1), (1, 1))),
+    "2d even groups cl": ("NHWC", (2, 4, 6, 8), (2, 3), 2, 6,
+                          dict(padding=((1, 0), (1, 1)), dilation=(2, 1)), ((1, 0), (1, 1))),
+    "2d stride odd layout": ("NWHC", (1, 3, 9, 7), (3, 2), 1, 2,
+                             dict(stride=(2, 3), padding=(0, 1)), ((0, 0), (1, 1))),
+    "3d": ("NCDHW", (1, 2, 4, 5, 6), (3, 3, 3), 1, 3, dict(padding=1), ((1, 1),) * 3),
+    "3d cl groups": ("NDHWC", (2, 4, 3, 4, 5), (2, 2, 2), 2, 4,
+                     dict(stride=(1, 2, 1), padding=(1, 0, 1)), ((1, 1), (0, 0), (1, 1))),
+}
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_tiny_path_matches_reference(name, mode, tiny_calls):
+    layout, xshape, ksizes, groups, c_out, kw, pads = CASES[name]
+    rng = np.random.default_rng(sorted(CASES).index(name))
+    x = rng.standard_normal(xshape)
+    w = rng.standard_normal((c_out, xshape[1] // groups, *ksizes))
+    b = rng.standard_normal(c_out)
+    # the reference's strides / dilations in the input's spatial order
+    spatial = "".join(c for c in "DHW" if c in layout)
+    in_layout_spatial = "".join(c for c in layout if c in "DHW")
+
+    def per_axis(value, default):
+        value = kw.get(value, default)
+        if isinstance(value, int):
+            return (value,) * len(spatial)
+        return tuple(value[in_layout_spatial.index(c)] for c in spatial)
+
+    want = conv_ref(x, w, b, strides=per_axis("stride", 1), dilations=per_axis("dilation", 1),
+                    pads=tuple(pads[in_layout_spatial.index(c)] for c in spatial),
+                    groups=groups, mode=mode)
+    got = _run(layout, x, w, b, groups=groups, padding_mode=mode, **kw)
+    assert tiny_calls == [1]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_tiny_path_casts_half_and_keeps_single(layout, dtype, tiny_calls):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 5, 6)).astype(dtype)
+    w = rng.standard_normal((3, 4, 3, 3)).astype(dtype)
+    got = _run(layout, x, w, None, padding=1)
+    assert tiny_calls == [1]
+    assert got.dtype == dtype
+    want = conv_ref(x.astype(np.float64), w.astype(np.float64), strides=(1, 1),
+                    pads=((1, 1), (1, 1)), dilations=(1, 1))
+    tol = 1e-2 if dtype == np.float16 else 1e-5
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=tol, atol=tol)
+
+
+def test_out_layout_differs_from_the_input(tiny_calls):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 6, 5))
+    w = rng.standard_normal((4, 3, 3, 3))
+    got = lo.conv2d(x, w, padding=1, layout="NCHW", out_layout="NHWC")
+    assert tiny_calls == [1]
+    want = conv_ref(x, w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1))
+    np.testing.assert_allclose(act_from(got, "NHWC", "NCHW"), want, rtol=1e-12, atol=1e-12)
+    assert got.flags.c_contiguous
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_larger_convolutions_keep_the_tiled_paths(layout, tiny_calls):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 16, 40, 40)).astype(np.float32)  # 1.8 MiB of float32 columns
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    got = _run(layout, x, w, None, padding=1)
+    assert tiny_calls == []
+    want = conv_ref(x[:1], w, strides=(1, 1), pads=((1, 1), (1, 1)), dilations=(1, 1))
+    np.testing.assert_allclose(got[:1], want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_small_workspace_limit_keeps_the_tiled_paths(tiny_calls):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 4, 12, 12))  # ~100 KiB of float64 temporaries
+    w = rng.standard_normal((4, 4, 3, 3))
+    full = lo.conv2d(x, w, padding=1)
+    assert tiny_calls == [1]
+    with lo.workspace_limit(65536):
+        tiled = lo.conv2d(x, w, padding=1)
+    assert tiny_calls == [1]
+    np.testing.assert_allclose(tiled, full, rtol=1e-12, atol=1e-12)
