@@ -33,7 +33,7 @@ Strategies (``algorithm=``):
     one opaque item (NumPy copies short float runs value by value: 1.1-1.2x on the grouped
     case, 2x with 4 channels per group). Tiles hold at most 16 MiB: larger ones gave no
     GEMM speed and lost cache locality in the copy; smaller ones (2 MiB, 0.5 MiB) measured
-    slower on every shape. Small convolutions (at most 1 MiB of temporaries, `_tiny_macs`)
+    slower on every shape. Small convolutions (at most 1 MiB of temporaries, `tiny_macs`)
     skip the tiles: one padded block, one column copy, one GEMM (`_tiny_im2col`).
 ``"per_tap"``
     For each kernel offset, a GEMM of the block's shifted view with that offset's weight slice,
@@ -281,7 +281,7 @@ def conv_forward(
             work = n * groups * o_per * block_pix  # flat accumulator (chunked scratch)
         return (block + res + work) * itemsize
 
-    macs = _tiny_macs(geometry, x_grouped.size, batch, groups, c_per, o_per, itemsize)
+    macs = tiny_macs(geometry, x_grouped.size, batch, groups, c_per, o_per, itemsize)
     if algorithm == "im2col" and macs is not None:
         # OpenBLAS keeps GEMMs of up to 2**18 multiply-adds on the calling thread by itself;
         # larger ones would wake its workers, which then spin against whatever runs next
@@ -353,7 +353,7 @@ _TINY_BYTES = 1 << 20
 _TINY_MACS = 1 << 22
 
 
-def _tiny_macs(geometry: Geometry, x_size: int, n: int, groups: int, c: int, o: int,
+def tiny_macs(geometry: Geometry, x_size: int, n: int, groups: int, c: int, o: int,
                itemsize: int) -> int | None:
     """The multiply-adds of the largest GEMM of `_tiny_im2col` (at most: one group's over
     the whole batch) if a convolution is small enough for it, else None. ``x_size``: the
@@ -372,7 +372,7 @@ def _tiny_macs(geometry: Geometry, x_size: int, n: int, groups: int, c: int, o: 
 
 
 def _tiny_im2col(x_grouped, x_letters, spatial, geometry, wmat, form, mode, cdtype):
-    """The whole convolution as one im2col GEMM (`_tiny_macs`), in the result order of
+    """The whole convolution as one im2col GEMM (`tiny_macs`), in the result order of
     ``form``: ``(n, G, O, *P)`` (``A``) or ``(n, *P, G, O)`` (``B``). ``wmat`` is the im2col
     kernel (`_prepare_weight`): ``(G, O, c*K)`` / ``(G, K*c, O)``."""
     k = len(spatial)
@@ -380,8 +380,17 @@ def _tiny_im2col(x_grouped, x_letters, spatial, geometry, wmat, form, mode, cdty
     xb = x_grouped.transpose([x_letters.index(c) for c in letters])
     axes = tuple(range(3, 3 + k)) if form == "A" else tuple(range(1, 1 + k))
     spans = tuple(geometry.input_span(a, 0, size) for a, size in enumerate(geometry.out_sizes))
-    block = padded_block(xb, axes, spans, mode=mode,
-                         dtype=None if xb.dtype == cdtype else cdtype)
+    if mode == "constant" and all(lo <= 0 and hi >= xb.shape[ax]
+                                  for ax, (lo, hi) in zip(axes, spans, strict=True)):
+        # zeros around the whole input (the common case): one fill and one copy
+        shape, inner = list(xb.shape), [slice(None)] * xb.ndim
+        for ax, (lo, hi) in zip(axes, spans, strict=True):
+            shape[ax], inner[ax] = hi - lo, slice(-lo, xb.shape[ax] - lo)
+        block = np.zeros(shape, dtype=cdtype)
+        block[tuple(inner)] = xb
+    else:
+        block = padded_block(xb, axes, spans, mode=mode,
+                             dtype=None if xb.dtype == cdtype else cdtype)
     win = window_view(block, axes, geometry.kernel_sizes, geometry.strides, geometry.dilations)
     taps = tuple(geometry.kernel_sizes)
     if form == "A":  # win: (n, G, c, *P, *K)
