@@ -69,6 +69,7 @@ def grid_case(case, n_batch=2, c_in=4, o_per=3, seed=0):
     return x, w, b, kwargs, expected
 
 
+@pytest.mark.usefixtures("both_small_paths")
 @pytest.mark.parametrize("case", GRID, ids=[str(i) for i in range(len(GRID))])
 def test_grid_channels_first_iohw(case):
     x, w, b, kwargs, expected = grid_case(case)
@@ -79,6 +80,7 @@ def test_grid_channels_first_iohw(case):
         assert y.shape[2:] == tuple(kwargs["output_shape"])
 
 
+@pytest.mark.usefixtures("both_small_paths")
 @pytest.mark.parametrize("case", GRID, ids=[str(i) for i in range(len(GRID))])
 def test_grid_channels_last_hwoi(case):
     x, w, b, kwargs, expected = grid_case(case, seed=1)
@@ -88,6 +90,7 @@ def test_grid_channels_last_hwoi(case):
     assert y.flags.c_contiguous
 
 
+@pytest.mark.usefixtures("both_small_paths")
 @pytest.mark.parametrize("case", GRID[::3], ids=[str(i) for i in range(0, len(GRID), 3)])
 def test_grid_other_layouts(case):
     x, w, b, kwargs, expected = grid_case(case, seed=2)
@@ -112,6 +115,7 @@ def test_grid_other_layouts(case):
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.usefixtures("both_small_paths")
 @pytest.mark.parametrize("layout", ["NCL", "NLC"])
 @pytest.mark.parametrize(
     "in_size,k,s,d,padding,ref_pad,opad,oshape",
@@ -135,6 +139,7 @@ def test_1d(layout, in_size, k, s, d, padding, ref_pad, opad, oshape):
     np.testing.assert_allclose(y, relayout(expected, "NCL", layout), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.usefixtures("both_small_paths")
 @pytest.mark.parametrize("layout", ["NCDHW", "NDHWC"])
 @pytest.mark.parametrize(
     "in_sizes,k,s,d,g,padding,ref_pad,opad",
@@ -157,6 +162,7 @@ def test_3d(layout, in_sizes, k, s, d, g, padding, ref_pad, opad):
     np.testing.assert_allclose(y, relayout(expected, "NCDHW", layout), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.usefixtures("both_small_paths")
 def test_same_matches_conv_adjoint_not_torch_padding():
     # k=3, s=2: "same" crops (0, 1); PyTorch's padding=1, output_padding=1 crops (1, 0)
     x = np.arange(3.0).reshape(1, 1, 3)
@@ -169,6 +175,7 @@ def test_same_matches_conv_adjoint_not_torch_padding():
     assert not np.array_equal(same, torch_like)
 
 
+@pytest.mark.usefixtures("both_small_paths")
 def test_appended_positions_carry_only_bias():
     x = np.ones((1, 1, 2, 2))
     w = np.ones((1, 1, 1, 1))
@@ -261,6 +268,7 @@ def test_library_conv_agrees_with_loop_conv():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("both_small_paths")
 @pytest.mark.parametrize(
     "xd,wd,result",
     [
@@ -282,6 +290,7 @@ def test_dtypes(xd, wd, result):
     np.testing.assert_allclose(y.astype(np.float64), expected, rtol=tol, atol=tol)
 
 
+@pytest.mark.usefixtures("both_small_paths")
 def test_bfloat16():
     ml_dtypes = pytest.importorskip("ml_dtypes")
     bf16 = ml_dtypes.bfloat16
@@ -320,6 +329,7 @@ def test_no_aliasing_and_inputs_untouched():
     np.testing.assert_array_equal(w, w0)
 
 
+@pytest.mark.usefixtures("both_small_paths")
 def test_non_contiguous_inputs_and_bias_shapes():
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 6, 4, 5))[:, ::2, :, ::-1]
@@ -519,6 +529,7 @@ def test_channels_last_row_blocks(case, tile_bytes, monkeypatch):
         np.testing.assert_allclose(y, relayout(expected, cf(n), layout), rtol=tol, atol=tol)
 
 
+@pytest.mark.usefixtures("no_tiny_path")
 def test_channels_last_kernel_padded_to_whole_blocks(monkeypatch):
     """A channels-last kernel whose innermost size the stride does not divide takes the row
     blocks after zero taps pad it (k3 s2 -> k4)."""
@@ -626,6 +637,7 @@ def test_unit_stride_as_the_forward_conv(case, channels_last, monkeypatch):
     np.testing.assert_allclose(y, relayout(expected, cf(n), layout), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.usefixtures("no_tiny_path")
 def test_channels_first_kernel_keeps_its_size(monkeypatch):
     """Zero taps are added only where they make the channels-last row blocks apply: the
     channels-first phase planes get the kernel as it is (extra taps would be extra GEMM rows)."""
@@ -645,3 +657,22 @@ def test_channels_first_kernel_keeps_its_size(monkeypatch):
     assert seen == [(3, 3)]
     expected = ref_conv_transpose(x, w, None, (2, 2), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_cached_geometry_checks_follow_each_call():
+    """The checked transposed-conv geometry is cached per typed arguments: a repeated call
+    with a bool or float stride, an output_padding the stride does not allow, or an
+    unhashable argument must be checked as if it were the first."""
+    x = np.arange(18, dtype=np.float32).reshape(1, 2, 3, 3)
+    w = np.ones((2, 2, 3, 3), np.float32)
+    assert lo.conv_transpose(x, w, stride=2, output_padding=1).shape == (1, 2, 8, 8)
+    for bad in (True, 2.0, [2, 2.0]):  # equal to 2 (or 1) as cache keys without their types
+        with pytest.raises((TypeError, ValueError), match="stride"):
+            lo.conv_transpose(x, w, stride=bad, output_padding=1)
+    with pytest.raises(ValueError, match="output_padding"):  # 2 is not below the stride 2
+        lo.conv_transpose(x, w, stride=2, output_padding=2)
+    got = lo.conv_transpose(x, w, stride=np.array([2, 2]), output_padding=1)  # unhashable
+    np.testing.assert_array_equal(got, lo.conv_transpose(x, w, stride=2, output_padding=1))
+    # a different geometry under the same arguments (the input's size) is not taken from
+    # the cache
+    assert lo.conv_transpose(x[..., :2], w, stride=2, output_padding=1).shape == (1, 2, 8, 6)

@@ -11,6 +11,8 @@ onnx = pytest.importorskip("onnx")
 from onnx import helper  # noqa: E402
 from onnx_node_cases import collect  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("both_small_paths")
+
 CASES = collect("convtranspose", "ConvTranspose")
 
 # the node cases onnx ships (checked so that a silently empty collection cannot pass)

@@ -7,6 +7,8 @@ import pytest
 
 import layoutops as lo
 
+pytestmark = pytest.mark.usefixtures("both_small_paths")
+
 
 @pytest.fixture(scope="module")
 def torch():

@@ -20,6 +20,8 @@ from layoutops.kernels import depthwise_flat
 from layoutops.kernels.threads import get_num_threads, set_num_threads
 from layoutops.ops import grad as ograd
 
+pytestmark = pytest.mark.usefixtures("no_tiny_path")
+
 
 def _depthwise_route(monkeypatch):
     """``algorithm="auto"`` resolves to ``direct`` for every depthwise conv, whatever its

@@ -11,6 +11,8 @@ import pytest
 from layoutops import bench
 from layoutops.kernels.threads import set_num_threads
 
+pytestmark = pytest.mark.usefixtures("no_tiny_path")
+
 
 @pytest.fixture(scope="module")
 def floor(benchmark_script):

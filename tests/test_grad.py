@@ -12,6 +12,8 @@ import pytest
 
 import layoutops as lo
 
+pytestmark = pytest.mark.usefixtures("both_small_paths")
+
 CF = {1: "NCW", 2: "NCHW", 3: "NCDHW"}
 CL = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
 EPS = 1e-3

@@ -5,6 +5,7 @@ convolutions or a small workspace limit keep the tiled paths."""
 import numpy as np
 import pytest
 from conv_reference import act_from, act_to, conv_ref, kernel_to
+from conv_transpose_reference import ref_conv_transpose
 
 import layoutops as lo
 from layoutops.kernels import conv as kconv
@@ -129,3 +130,63 @@ def test_a_small_workspace_limit_keeps_the_tiled_paths(tiny_calls):
         tiled = lo.conv2d(x, w, padding=1)
     assert tiny_calls == [1]
     np.testing.assert_allclose(tiled, full, rtol=1e-12, atol=1e-12)
+
+
+TRANSPOSED = {
+    # name: (layout, input N C *S, kernel sizes, groups, O per group, keywords, crops, opad)
+    "1d s2": ("NCW", (2, 3, 5), (3,), 1, 2, dict(stride=2, padding=1), ((1, 1),), (0,)),
+    "1d s3 d2 cl": ("NWC", (1, 2, 4), (2,), 1, 3, dict(stride=3, dilation=2), ((0, 0),), (0,)),
+    "2d k3 s2 p1 op1": ("NCHW", (2, 4, 5, 4), (3, 3), 1, 3,
+                        dict(stride=2, padding=1, output_padding=1), ((1, 1), (1, 1)), (1, 1)),
+    "2d k4 s2 groups cl": ("NHWC", (1, 4, 4, 6), (4, 4), 2, 2,
+                           dict(stride=2, padding=1, groups=2), ((1, 1), (1, 1)), (0, 0)),
+    "2d s (2, 3) odd layout": ("NWHC", (2, 2, 3, 5), (2, 3), 1, 2,
+                               dict(stride=(3, 2)), ((0, 0), (0, 0)), (0, 0)),
+    "3d s2": ("NCDHW", (1, 2, 3, 3, 4), (2, 2, 2), 1, 2, dict(stride=2), ((0, 0),) * 3,
+              (0, 0, 0)),
+}
+
+#: the kernel layout that goes with each activation layout (transposed convs)
+_T_KERNELS = {
+    "NCW": "IOW", "NWC": "WOI", "NCHW": "IOHW", "NHWC": "HWOI", "NWHC": "WHOI", "NCDHW": "IODHW",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSPOSED))
+def test_tiny_strided_transposed_conv_as_one_forward_gemm(name, tiny_calls):
+    """A small strided transposed conv runs as the forward conv of the zero-inserted input
+    (`ops.conv_transpose._as_forward_conv`), on the one-GEMM path."""
+    layout, xshape, ksizes, groups, o_per, kw, crops, opad = TRANSPOSED[name]
+    rng = np.random.default_rng(len(name))
+    x = rng.standard_normal(xshape)
+    w = rng.standard_normal((xshape[1], o_per, *ksizes))  # I O *K
+    b = rng.standard_normal(o_per * groups)
+    spatial = "".join(c for c in "DHW" if c in layout)
+    in_layout_spatial = "".join(c for c in layout if c in "DHW")
+
+    def per_axis(key, default):
+        value = kw.get(key, default)
+        if isinstance(value, int):
+            return (value,) * len(spatial)
+        return tuple(value[in_layout_spatial.index(c)] for c in spatial)
+
+    want = ref_conv_transpose(x, w, b, per_axis("stride", 1), per_axis("dilation", 1),
+                              [crops[in_layout_spatial.index(c)] for c in spatial],
+                              [opad[in_layout_spatial.index(c)] for c in spatial], groups)
+    canon = "NC" + spatial
+    got = lo.conv_transpose(act_to(x, canon, layout),
+                            kernel_to(w, _T_KERNELS[layout], "IO" + spatial), b,
+                            layout=layout, **kw)
+    assert tiny_calls == [1]
+    np.testing.assert_allclose(act_from(got, layout, canon), want, rtol=1e-12, atol=1e-12)
+
+
+def test_transposed_crops_beyond_the_kernel_keep_the_scatter(tiny_calls):
+    """Crops larger than the kernel's spread have no forward form: the scatter-add runs."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((2, 3, 2, 2))
+    got = lo.conv_transpose(x, w, stride=2, padding=2)  # crop 2 > d * (k - 1) = 1
+    assert tiny_calls == []
+    want = ref_conv_transpose(x, w, None, (2, 2), (1, 1), [(2, 2), (2, 2)], [0, 0], 1)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

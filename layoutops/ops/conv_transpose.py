@@ -8,13 +8,15 @@ input followed by a col2im scatter-add; see ``docs/transposed.md`` for why).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ..kernels.conv import conv_forward
+from ..kernels.conv import conv_forward, tiny_macs
 from ..kernels.conv_transpose import conv_transpose_scatter
 from ..kernels.geometry import Geometry
 from ._conv_common import add_bias, groups_from_arg, prepare_conv
-from ._params import normalize_tuple, parse_padding
+from ._params import CheckedCache, normalize_tuple, parse_padding
 from .dask_support import accepts_dask
 
 __all__ = [
@@ -253,6 +255,16 @@ def conv_transpose(
     )
 
 
+#: strided transposed convolutions run as the forward convolution of the zero-inserted input
+#: when that fits one GEMM of at most this many multiply-adds (`_as_forward_conv`); beyond,
+#: the zeros' share of the work outweighs the Python saved (1x4x4x64 -> 32, 4x4 stride 2,
+#: channels-last, 2**21 multiply-adds: 134 -> 140 us; 1x8x8x16 -> 16, 2**20: 125 -> 109 us)
+TINY_STRIDED_MACS = 1 << 20
+
+#: the checked geometries of recent transposed-conv calls (`_params.CheckedCache`)
+_GEOMETRIES = CheckedCache()
+
+
 def _conv_transpose(
     op,
     n_spatial,
@@ -283,16 +295,20 @@ def _conv_transpose(
         n_spatial=n_spatial,
     )
     spatial = ops.spatial
-    geometry = transposed_crops(
-        op,
-        ops.in_sizes,
-        ops.kernel_sizes,
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        output_shape=output_shape,
-        spatial=spatial,
+    geometry = _GEOMETRIES.get(
+        (op, ops.in_sizes, ops.kernel_sizes, spatial),
+        (stride, padding, output_padding, dilation, output_shape),
+        lambda: transposed_crops(
+            op,
+            ops.in_sizes,
+            ops.kernel_sizes,
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            output_shape=output_shape,
+            spatial=spatial,
+        ),
     )
     if _UNIT_STRIDE_AS_CONV:
         forward = _as_forward_conv(ops, spatial, geometry)
@@ -337,37 +353,63 @@ FORWARD_MIN_CHANNELS = 64
 
 
 def _as_forward_conv(ops, spatial: str, geometry: Geometry):
-    """A transposed convolution with unit strides as the forward convolution it equals, or
-    None. Tap ``t`` of input ``i`` lands on ``o = i + t * d - crop``: the correlation of the
-    input with the kernel flipped along its spatial axes, padded by ``d * (k - 1) - crop``
-    before and whatever reaches the output size after (None when either is negative: crops
-    beyond the kernel's spread; and None for one group with fewer than
-    `FORWARD_MIN_CHANNELS` input or output channels). The kernel's ``I`` and ``O`` letters
-    already name the forward roles (input and output channels per group), so the forward
-    kernels (`im2col`, the flat taps, the fused depthwise chunks) take it as it is: the input
-    gradient of a stride-1 conv, 8x64x56x56 3x3, 12-15 -> 9-10 ms; grouped 8x256x14x14 (32
-    groups) 7-13 -> 1.9 ms (the scatter-add's GEMMs per tap and group were the cost)."""
+    """A transposed convolution as the forward convolution it equals, or None. Tap ``t`` of
+    input ``i`` lands on ``o = i * s + t * d - crop``: the correlation of the input, with
+    ``s - 1`` zeros inserted between neighbours along each axis of stride ``s``, with the
+    kernel flipped along its spatial axes, padded by ``d * (k - 1) - crop`` before and
+    whatever reaches the output size after (None when either is negative: crops beyond the
+    kernel's spread). The kernel's ``I`` and ``O`` letters already name the forward roles
+    (input and output channels per group), so the forward kernels (`im2col`, the flat taps,
+    the fused depthwise chunks) take it as it is.
+
+    Unit strides (no zeros) take it unless one group has fewer than `FORWARD_MIN_CHANNELS`
+    input or output channels: the input gradient of a stride-1 conv, 8x64x56x56 3x3, 12-15
+    -> 9-10 ms; grouped 8x256x14x14 (32 groups) 7-13 -> 1.9 ms (the scatter-add's GEMMs per
+    tap and group were the cost). Other strides take it only when the forward convolution
+    of the zero-inserted input is small enough for one GEMM (`kernels.conv.tiny_macs`):
+    the zeros multiply the work by the strides' product, but a small call skips the
+    scatter-add's per-tap and per-tile Python (`TINY_STRIDED_MACS`; 3-round old / new A/Bs,
+    float32, us: 1x16x8x8 -> 8, 3x3 stride 2 padding 1, channels-first 185 -> 85;
+    1x16x8x8 -> 16, 2x2 stride 2, 121 -> 81; 4x8x32, 1-D 4 stride 2 padding 1, 105 -> 67;
+    ``conv_backward`` 2x16x8x8 3x3 stride 2 385 -> 264)."""
     c_per = ops.x_grouped.shape[ops.x_letters.index("C")]
     o_per = ops.w_grouped.shape[ops.w_letters.index("O")]
-    if any(s != 1 for s in geometry.strides) or (
-        ops.groups == 1 and min(c_per, o_per) < FORWARD_MIN_CHANNELS
-    ):
+    unit = all(s == 1 for s in geometry.strides)
+    if unit and ops.groups == 1 and min(c_per, o_per) < FORWARD_MIN_CHANNELS:
         return None
+    sizes = tuple((n - 1) * s + 1 for n, s in zip(geometry.in_sizes, geometry.strides,
+                                                  strict=True))
     pads = []
-    for n_in, k, d, (crop, _), n_out in zip(geometry.in_sizes, geometry.kernel_sizes,
-                                            geometry.dilations, geometry.pads,
-                                            geometry.out_sizes, strict=True):
+    for n_in, k, d, (crop, _), n_out in zip(sizes, geometry.kernel_sizes, geometry.dilations,
+                                            geometry.pads, geometry.out_sizes, strict=True):
         before = d * (k - 1) - crop
         after = n_out - n_in - before + d * (k - 1)
         if before < 0 or after < 0:
             return None
         pads.append((before, after))
+    ones = (1,) * len(spatial)
+    forward = Geometry(sizes, geometry.kernel_sizes, ones, geometry.dilations, tuple(pads),
+                       geometry.out_sizes)
+    x = ops.x_grouped
+    if not unit:
+        itemsize = np.dtype(ops.compute_dtype).itemsize
+        macs = tiny_macs(forward, x.size * math.prod(geometry.strides), ops.batch, ops.groups,
+                         c_per, o_per, itemsize)
+        if macs is None or macs > TINY_STRIDED_MACS:
+            return None
+        axes = [ops.x_letters.index(c) for c in spatial]
+        shape = list(x.shape)
+        inserted = [slice(None)] * x.ndim
+        for ax, size, s in zip(axes, sizes, geometry.strides, strict=True):
+            shape[ax], inserted[ax] = size, slice(None, None, s)
+        x_zeros = np.zeros(shape, dtype=x.dtype)
+        x_zeros[tuple(inserted)] = x
+        x = x_zeros
     flip = tuple(slice(None, None, -1) if c in spatial else slice(None) for c in ops.w_letters)
-    forward = Geometry(geometry.in_sizes, geometry.kernel_sizes, geometry.strides,
-                       geometry.dilations, tuple(pads), geometry.out_sizes)
     return conv_forward(
-        ops.x_grouped, ops.x_letters, ops.w_grouped[flip], ops.w_letters, forward,
-        ops.out_layout.spec, bias=ops.bias, dtype=ops.dtype, compute_dtype=ops.compute_dtype,
+        x, ops.x_letters, ops.w_grouped[flip], ops.w_letters, forward, ops.out_layout.spec,
+        bias=ops.bias, dtype=ops.dtype, compute_dtype=ops.compute_dtype,
+        algorithm="auto" if unit else "im2col",
     )
 
 
