@@ -346,8 +346,8 @@ _WIDE_TILE_COST = True
 #: multiply-adds each run `_tiny_im2col`: one padded block, one column copy, one GEMM on one
 #: thread, none of the tiling, chunking and strategy choices (each a few microseconds of
 #: Python) that larger problems pay for (3-round old / new A/Bs, float32, us: 1x16x8x8 -> 16
-#: 3x3 channels-first 120 -> 77, 1x1x28x28 -> 8 116 -> 71, 1x7x7x32 -> 32 channels-last
-#: 104 -> 75, 8x8x8x16 -> 16 channels-last 145 -> 108, 1x32x16x16 -> 32 186 -> 157,
+#: 3x3 channels-first 119 -> 60, 1x1x28x28 -> 8 116 -> 54, 1x7x7x32 -> 32 channels-last
+#: 105 -> 66, 8x8x8x16 -> 16 channels-last 144 -> 95, 1x32x16x16 -> 32 183 -> 132,
 #: 2-core test machine). 0 turns it off.
 _TINY_BYTES = 1 << 20
 _TINY_MACS = 1 << 22
