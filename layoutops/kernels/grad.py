@@ -123,16 +123,15 @@ def weight_grad(
     itemsize = np.dtype(dtype).itemsize
     per_pos_x = x.shape[x_letters.index("G")] * x.shape[x_letters.index("C")]
     per_pos_g = g.shape[g_letters.index("G")] * g.shape[g_letters.index("C")]
-    taps = int(np.prod(geom.kernel_sizes))
+    taps = math.prod(geom.kernel_sizes)
 
     def cost(tile):
         nb, outs = tile[0], tile[1:]
-        block = nb * per_pos_x * int(
-            np.prod([(o - 1) * s + e for o, s, e in zip(outs, geom.strides, geom.extents,
-                                                         strict=True)])
+        block = nb * per_pos_x * math.prod(
+            (o - 1) * s + e for o, s, e in zip(outs, geom.strides, geom.extents, strict=True)
         )
-        cols = nb * int(np.prod(outs)) * per_pos_x * taps
-        return (block + cols + nb * int(np.prod(outs)) * per_pos_g) * itemsize
+        cols = nb * math.prod(outs) * per_pos_x * taps
+        return (block + cols + nb * math.prod(outs) * per_pos_g) * itemsize
 
     acc = np.zeros(w_shape, dtype=dtype)
     batch = x.shape[n_axis_x]
@@ -161,7 +160,7 @@ def weight_grad(
             gt = gt.astype(dtype)
         groups, a_per, b_per = gt.shape[g_letters.index("G")], view.shape[
             x_letters.index("C")], gt.shape[g_letters.index("C")]
-        rows = int(np.prod(view.shape[x.ndim:])) * a_per    # C * taps
+        rows = math.prod(view.shape[x.ndim:]) * a_per    # C * taps
         cols = view.size // (groups * rows)                  # N * positions
         # the per-tile im2col copy into this thread's kept scratch (a fresh buffer of this
         # size is faulted in page by page on every call), then one BLAS GEMM per group (a
@@ -191,7 +190,7 @@ def weight_grad(
         for index, tile in items:
             sums[index] = tile_sum(tile)
 
-    flops = 2 * batch * int(np.prod(geom.out_sizes)) * taps * per_pos_x * (
+    flops = 2 * batch * math.prod(geom.out_sizes) * taps * per_pos_x * (
         per_pos_g // x.shape[x_letters.index("G")])
     blas.pipelines(part, list(enumerate(tiles)), threads, flops)
     for res in sums:
