@@ -742,3 +742,25 @@ def test_cached_geometry_checks_follow_each_call():
         lo.conv(x, w, stride=1, padding=5, padding_mode="reflect")
     got = lo.conv(x, w, stride=1, padding=np.array([5, 5]))  # unhashable: checked, not cached
     np.testing.assert_array_equal(got, lo.conv(x, w, stride=1, padding=5))
+
+
+@pytest.mark.parametrize("view", ["contiguous", "reversed", "transposed", "strided", "empty"])
+def test_split_axis_is_a_read_only_view(view):
+    """The grouped views of the operands: the channel axis split in place, never copied."""
+    from layoutops.ops._conv_common import split_axis
+
+    base = np.arange(2 * 12 * 5 * 3, dtype=np.float32).reshape(2, 12, 5, 3)
+    arr = {
+        "contiguous": base,
+        "reversed": base[:, ::-1, :, ::-2],
+        "transposed": base.transpose(3, 1, 0, 2),
+        "strided": base[:, ::2],
+        "empty": base[:0],
+    }[view]
+    split = split_axis(arr, 1, 3)
+    assert split.shape == arr.shape[:1] + (3, arr.shape[1] // 3) + arr.shape[2:]
+    assert not split.flags.writeable
+    assert split.size == 0 or np.shares_memory(split, base)
+    inner = arr.shape[1] // 3
+    for g in range(3):
+        np.testing.assert_array_equal(split[:, g], arr[:, g * inner : (g + 1) * inner])
