@@ -31,6 +31,16 @@ def tiny_calls(monkeypatch):
     return calls
 
 
+def _canonical_order(layout, per_layout):
+    """Per-axis values given in ``layout``'s spatial order (an int: every axis), in
+    ``D H W`` order (the references' and ``_run``'s canonical layouts)."""
+    spatial = "".join(c for c in "DHW" if c in layout)
+    in_layout = "".join(c for c in layout if c in "DHW")
+    if isinstance(per_layout, int):
+        return (per_layout,) * len(spatial)
+    return tuple(per_layout[in_layout.index(c)] for c in spatial)
+
+
 def _run(layout, x, w, b, **kw):
     """``lo.conv`` of ``x`` (``N C *S``) and ``w`` (``O I *K``) in ``layout``, result back
     in ``N C *S``."""
@@ -65,19 +75,9 @@ def test_tiny_path_matches_reference(name, mode, tiny_calls):
     x = rng.standard_normal(xshape)
     w = rng.standard_normal((c_out, xshape[1] // groups, *ksizes))
     b = rng.standard_normal(c_out)
-    # the reference's strides / dilations in the input's spatial order
-    spatial = "".join(c for c in "DHW" if c in layout)
-    in_layout_spatial = "".join(c for c in layout if c in "DHW")
-
-    def per_axis(value, default):
-        value = kw.get(value, default)
-        if isinstance(value, int):
-            return (value,) * len(spatial)
-        return tuple(value[in_layout_spatial.index(c)] for c in spatial)
-
-    want = conv_ref(x, w, b, strides=per_axis("stride", 1), dilations=per_axis("dilation", 1),
-                    pads=tuple(pads[in_layout_spatial.index(c)] for c in spatial),
-                    groups=groups, mode=mode)
+    want = conv_ref(x, w, b, strides=_canonical_order(layout, kw.get("stride", 1)),
+                    dilations=_canonical_order(layout, kw.get("dilation", 1)),
+                    pads=_canonical_order(layout, pads), groups=groups, mode=mode)
     got = _run(layout, x, w, b, groups=groups, padding_mode=mode, **kw)
     assert tiny_calls == [1]
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
@@ -144,6 +144,10 @@ TRANSPOSED = {
                                dict(stride=(3, 2)), ((0, 0), (0, 0)), (0, 0)),
     "3d s2": ("NCDHW", (1, 2, 3, 3, 4), (2, 2, 2), 1, 2, dict(stride=2), ((0, 0),) * 3,
               (0, 0, 0)),
+    "2d unit stride few channels": ("NCHW", (2, 3, 5, 4), (3, 3), 1, 2, dict(padding=1),
+                                    ((1, 1), (1, 1)), (0, 0)),
+    "2d unit stride few channels cl": ("NHWC", (1, 2, 4, 5), (2, 3), 1, 3,
+                                       dict(padding=(0, 1)), ((0, 0), (1, 1)), (0, 0)),
 }
 
 #: the kernel layout that goes with each activation layout (transposed convs)
@@ -153,29 +157,21 @@ _T_KERNELS = {
 
 
 @pytest.mark.parametrize("name", sorted(TRANSPOSED))
-def test_tiny_strided_transposed_conv_as_one_forward_gemm(name, tiny_calls):
-    """A small strided transposed conv runs as the forward conv of the zero-inserted input
-    (`ops.conv_transpose._as_forward_conv`), on the one-GEMM path."""
+def test_tiny_transposed_conv_as_one_forward_gemm(name, tiny_calls):
+    """A small transposed conv (strided, or with few channels) runs as the forward conv of
+    the zero-inserted input (`ops.conv_transpose._as_forward_conv`), on the one-GEMM path."""
     layout, xshape, ksizes, groups, o_per, kw, crops, opad = TRANSPOSED[name]
     rng = np.random.default_rng(len(name))
     x = rng.standard_normal(xshape)
     w = rng.standard_normal((xshape[1], o_per, *ksizes))  # I O *K
     b = rng.standard_normal(o_per * groups)
-    spatial = "".join(c for c in "DHW" if c in layout)
-    in_layout_spatial = "".join(c for c in layout if c in "DHW")
-
-    def per_axis(key, default):
-        value = kw.get(key, default)
-        if isinstance(value, int):
-            return (value,) * len(spatial)
-        return tuple(value[in_layout_spatial.index(c)] for c in spatial)
-
-    want = ref_conv_transpose(x, w, b, per_axis("stride", 1), per_axis("dilation", 1),
-                              [crops[in_layout_spatial.index(c)] for c in spatial],
-                              [opad[in_layout_spatial.index(c)] for c in spatial], groups)
-    canon = "NC" + spatial
+    want = ref_conv_transpose(x, w, b, _canonical_order(layout, kw.get("stride", 1)),
+                              _canonical_order(layout, kw.get("dilation", 1)),
+                              _canonical_order(layout, crops), _canonical_order(layout, opad),
+                              groups)
+    canon = "NC" + "".join(c for c in "DHW" if c in layout)
     got = lo.conv_transpose(act_to(x, canon, layout),
-                            kernel_to(w, _T_KERNELS[layout], "IO" + spatial), b,
+                            kernel_to(w, _T_KERNELS[layout], "IO" + canon[2:]), b,
                             layout=layout, **kw)
     assert tiny_calls == [1]
     np.testing.assert_allclose(act_from(got, layout, canon), want, rtol=1e-12, atol=1e-12)

@@ -281,8 +281,9 @@ def conv_forward(
             work = n * groups * o_per * block_pix  # flat accumulator (chunked scratch)
         return (block + res + work) * itemsize
 
-    macs = tiny_macs(geometry, x_grouped.size, batch, groups, c_per, o_per, itemsize)
-    if algorithm == "im2col" and macs is not None:
+    if algorithm == "im2col" and (
+        macs := tiny_macs(geometry, x_grouped.size, batch, groups, c_per, o_per, itemsize)
+    ) is not None:
         # OpenBLAS keeps GEMMs of up to 2**18 multiply-adds on the calling thread by itself;
         # larger ones would wake its workers, which then spin against whatever runs next
         with blas.single_threaded() if macs > 1 << 18 else contextlib.nullcontext():

@@ -362,11 +362,12 @@ def _as_forward_conv(ops, spatial: str, geometry: Geometry):
     (input and output channels per group), so the forward kernels (`im2col`, the flat taps,
     the fused depthwise chunks) take it as it is.
 
-    Unit strides (no zeros) take it unless one group has fewer than `FORWARD_MIN_CHANNELS`
-    input or output channels: the input gradient of a stride-1 conv, 8x64x56x56 3x3, 12-15
+    Unit strides (no zeros) take it when grouped or with at least `FORWARD_MIN_CHANNELS`
+    input and output channels: the input gradient of a stride-1 conv, 8x64x56x56 3x3, 12-15
     -> 9-10 ms; grouped 8x256x14x14 (32 groups) 7-13 -> 1.9 ms (the scatter-add's GEMMs per
-    tap and group were the cost). Other strides take it only when the forward convolution
-    of the zero-inserted input is small enough for one GEMM (`kernels.conv.tiny_macs`):
+    tap and group were the cost). Other strides, and unit strides with fewer channels (the
+    forward conv's thin GEMMs), take it only when the forward convolution is small enough
+    for one GEMM (`kernels.conv.tiny_macs`; 1x16x8x8 -> 8 3x3 stride 1: 98 -> 65 us):
     the zeros multiply the work by the strides' product, but a small call skips the
     scatter-add's per-tap and per-tile Python (`TINY_STRIDED_MACS`; 3-round old / new A/Bs,
     float32, us: 1x16x8x8 -> 8, 3x3 stride 2 padding 1, channels-first 185 -> 85;
@@ -375,8 +376,8 @@ def _as_forward_conv(ops, spatial: str, geometry: Geometry):
     c_per = ops.x_grouped.shape[ops.x_letters.index("C")]
     o_per = ops.w_grouped.shape[ops.w_letters.index("O")]
     unit = all(s == 1 for s in geometry.strides)
-    if unit and ops.groups == 1 and min(c_per, o_per) < FORWARD_MIN_CHANNELS:
-        return None
+    # zeros to insert, or thin GEMMs: only a call small enough for one GEMM gains by it
+    small_only = not unit or (ops.groups == 1 and min(c_per, o_per) < FORWARD_MIN_CHANNELS)
     sizes = tuple((n - 1) * s + 1 for n, s in zip(geometry.in_sizes, geometry.strides,
                                                   strict=True))
     pads = []
@@ -391,12 +392,13 @@ def _as_forward_conv(ops, spatial: str, geometry: Geometry):
     forward = Geometry(sizes, geometry.kernel_sizes, ones, geometry.dilations, tuple(pads),
                        geometry.out_sizes)
     x = ops.x_grouped
-    if not unit:
+    if small_only:
         itemsize = np.dtype(ops.compute_dtype).itemsize
         macs = tiny_macs(forward, x.size * math.prod(geometry.strides), ops.batch, ops.groups,
                          c_per, o_per, itemsize)
         if macs is None or macs > TINY_STRIDED_MACS:
             return None
+    if not unit:
         axes = [ops.x_letters.index(c) for c in spatial]
         shape = list(x.shape)
         inserted = [slice(None)] * x.ndim
@@ -409,7 +411,7 @@ def _as_forward_conv(ops, spatial: str, geometry: Geometry):
     return conv_forward(
         x, ops.x_letters, ops.w_grouped[flip], ops.w_letters, forward, ops.out_layout.spec,
         bias=ops.bias, dtype=ops.dtype, compute_dtype=ops.compute_dtype,
-        algorithm="auto" if unit else "im2col",
+        algorithm="im2col" if small_only else "auto",
     )
 
 
