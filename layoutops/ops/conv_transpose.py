@@ -255,10 +255,12 @@ def conv_transpose(
     )
 
 
-#: strided transposed convolutions run as the forward convolution of the zero-inserted input
-#: when that fits one GEMM of at most this many multiply-adds (`_as_forward_conv`); beyond,
-#: the zeros' share of the work outweighs the Python saved (1x4x4x64 -> 32, 4x4 stride 2,
-#: channels-last, 2**21 multiply-adds: 134 -> 140 us; 1x8x8x16 -> 16, 2**20: 125 -> 109 us)
+#: transposed convolutions that keep the scatter-add when large (strided ones, and unit-stride
+#: ones with one group of few channels) run as the forward convolution of the (zero-inserted)
+#: input when that fits one GEMM of at most this many multiply-adds (`_as_forward_conv`);
+#: beyond, the zeros' share of the work outweighs the Python saved (1x4x4x64 -> 32, 4x4
+#: stride 2, channels-last, 2**21 multiply-adds: 134 -> 140 us; 1x8x8x16 -> 16, 2**20: 125
+#: -> 109 us)
 TINY_STRIDED_MACS = 1 << 20
 
 #: the checked geometries of recent transposed-conv calls (`_params.CheckedCache`)
@@ -310,7 +312,7 @@ def _conv_transpose(
             spatial=spatial,
         ),
     )
-    if _UNIT_STRIDE_AS_CONV:
+    if _AS_FORWARD_CONV:
         forward = _as_forward_conv(ops, spatial, geometry)
         if forward is not None:
             return forward
@@ -342,11 +344,12 @@ def _conv_transpose(
     return out
 
 
-#: unit-stride transposed convolutions run as the forward convolution they equal
-_UNIT_STRIDE_AS_CONV = True
-#: ... when grouped, or with at least this many input and output channels: with fewer, the
-#: forward conv's thin GEMMs lose to the scatter-add's one wide GEMM (3x3, 2 threads,
-#: CF / CL ms scatter -> forward: 64 -> 64 on 8x56x56 11.9 / 12.4 -> 9.7 / 9.2, 128 -> 64
+#: unit-stride transposed convolutions (and small ones, `TINY_STRIDED_MACS`) run as the
+#: forward convolution they equal (`_as_forward_conv`)
+_AS_FORWARD_CONV = True
+#: ... unit-stride ones when grouped, or with at least this many input and output channels:
+#: with fewer, the forward conv's thin GEMMs lose to the scatter-add's one wide GEMM (3x3,
+#: 2 threads, CF / CL ms scatter -> forward: 64 -> 64 on 8x56x56 11.9 / 12.4 -> 9.7 / 9.2, 128 -> 64
 #: 6.5 / 5.1 -> 4.8 / 4.6, 64 -> 128 5.0 / 3.6 -> 3.2 / 2.9; but 32 -> 64 3.6 / 2.3 -> 3.7 /
 #: 3.3, 32 -> 16 1.0 / 0.6 -> 1.3 / 1.1, 64 -> 32 5x5 7.3 / 4.3 -> 8.5 / 5.8)
 FORWARD_MIN_CHANNELS = 64
@@ -371,8 +374,8 @@ def _as_forward_conv(ops, spatial: str, geometry: Geometry):
     the zeros multiply the work by the strides' product, but a small call skips the
     scatter-add's per-tap and per-tile Python (`TINY_STRIDED_MACS`; 3-round old / new A/Bs,
     float32, us: 1x16x8x8 -> 8, 3x3 stride 2 padding 1, channels-first 185 -> 85;
-    1x16x8x8 -> 16, 2x2 stride 2, 121 -> 81; 4x8x32, 1-D 4 stride 2 padding 1, 105 -> 67;
-    ``conv_backward`` 2x16x8x8 3x3 stride 2 385 -> 264)."""
+    1x16x8x8 -> 16, 2x2 stride 2, 121 -> 80; 4x8x32, 1-D 4 stride 2 padding 1, 105 -> 67;
+    ``conv_backward`` 2x16x8x8 3x3 stride 2 385 -> 266)."""
     c_per = ops.x_grouped.shape[ops.x_letters.index("C")]
     o_per = ops.w_grouped.shape[ops.w_letters.index("O")]
     unit = all(s == 1 for s in geometry.strides)
