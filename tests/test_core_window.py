@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import layoutops as lo
+from layoutops.kernels import window as kwindow
 from layoutops.kernels.plan import split_tiles
 from layoutops.kernels.scratch import scratch
 from layoutops.kernels.window import TileBlock, padded_block, source_indices, window_view
@@ -73,14 +74,19 @@ def test_padded_block_matches_reference(mode, spans, axes):
     ((2, 5, 3), (0, 2), ((-1, 3), (-1, 4))),  # the first axis padded too
     ((300, 30, 40), (1, 2), ((-1, 31), (-2, 41))),  # > 1 MiB: copied in pieces
 ])
-def test_padded_block_constant_borders_match_np_pad(shape, axes, spans, dtype, slot):
+@pytest.mark.parametrize("small_blocks", ["zero fill", "border slabs"])
+def test_padded_block_constant_borders_match_np_pad(shape, axes, spans, dtype, slot,
+                                                     small_blocks, monkeypatch):
+    if small_blocks == "border slabs":
+        monkeypatch.setattr(kwindow, "SMALL_BLOCK_BYTES", 0)
     x = np.arange(np.prod(shape)).reshape(shape).astype(dtype) + 1
     pads = [(0, 0)] * len(shape)
     box = [slice(None)] * len(shape)
     for ax, (lo_, hi) in zip(axes, spans, strict=True):
         pads[ax] = (max(-lo_, 0), max(hi - shape[ax], 0))
         box[ax] = slice(max(lo_, 0), min(hi, shape[ax]))
-    for fill in (99, -3):  # the second call reuses a scratch buffer full of 99s
+    # the second call reuses a scratch buffer full of 99s; zeros take the small blocks' fill
+    for fill in (99, -3, 0):
         want = np.pad(x[tuple(box)], pads, constant_values=fill)
         got = padded_block(x, axes, spans, fill=fill, scratch_slot=slot)
         np.testing.assert_array_equal(got, want)

@@ -381,17 +381,7 @@ def _tiny_im2col(x_grouped, x_letters, spatial, geometry, wmat, form, mode, cdty
     xb = x_grouped.transpose([x_letters.index(c) for c in letters])
     axes = tuple(range(3, 3 + k)) if form == "A" else tuple(range(1, 1 + k))
     spans = tuple(geometry.input_span(a, 0, size) for a, size in enumerate(geometry.out_sizes))
-    if mode == "constant" and all(lo <= 0 and hi >= xb.shape[ax]
-                                  for ax, (lo, hi) in zip(axes, spans, strict=True)):
-        # zeros around the whole input (the common case): one fill and one copy
-        shape, inner = list(xb.shape), [slice(None)] * xb.ndim
-        for ax, (lo, hi) in zip(axes, spans, strict=True):
-            shape[ax], inner[ax] = hi - lo, slice(-lo, xb.shape[ax] - lo)
-        block = np.zeros(shape, dtype=cdtype)
-        block[tuple(inner)] = xb
-    else:
-        block = padded_block(xb, axes, spans, mode=mode,
-                             dtype=None if xb.dtype == cdtype else cdtype)
+    block = padded_block(xb, axes, spans, mode=mode, dtype=None if xb.dtype == cdtype else cdtype)
     win = window_view(block, axes, geometry.kernel_sizes, geometry.strides, geometry.dilations)
     taps = tuple(geometry.kernel_sizes)
     if form == "A":  # win: (n, G, c, *P, *K)
