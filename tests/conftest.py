@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from layoutops.kernels import conv as kconv
+from layoutops.kernels import pool as kpool
 from layoutops.kernels.threads import set_num_threads
 
 
@@ -44,4 +45,14 @@ def both_small_paths(request, monkeypatch):
     default) and on the tiled paths larger ones take."""
     if request.param == "tiled paths":
         monkeypatch.setattr(kconv, "_TINY_BYTES", 0)
+    return request.param
+
+
+@pytest.fixture(params=["arg-max path", "running form"])
+def both_argmax_paths(request, monkeypatch):
+    """Run the test twice: small max pools with indices by `np.argmax` over their copied
+    windows (`layoutops.kernels.pool._small_argmax`, the default) and by the running form
+    larger ones take."""
+    if request.param == "running form":
+        monkeypatch.setattr(kpool, "_SMALL_ARGMAX", False)
     return request.param

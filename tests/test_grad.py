@@ -469,6 +469,7 @@ def test_max_pool_backward_scatters_in_any_layout(layout, k, s, p, add_at, monke
     np.testing.assert_allclose(got.transpose(np.argsort(perm)), want, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 def test_max_pool_backward_nan_routes_to_the_last_nan():
     x = np.array([[[np.nan, 1.0, np.nan, 0.5]]])
     _, idx = lo.max_pool(x, 4, return_indices=True)

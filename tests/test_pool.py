@@ -67,6 +67,7 @@ def _data(shape, seed=0):
     return rng.integers(-4, 5, size=shape).astype(np.float64) + rng.choice([0, 0.5], size=shape)
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 @pytest.mark.parametrize("case", GRID, ids=[_case_id(c) for c in GRID])
 def test_pools_match_reference_in_every_layout(case):
     rank, (in_sizes, ks, ss, ds, pads, ceil_mode) = case
@@ -127,6 +128,7 @@ def test_grid_covers_the_edge_cases():
     }
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 def test_max_pool_ceil_mode_last_window_starts_in_padding():
     # in 5, kernel 2, stride 2, pad 1: windows would start at -1, 1, 3, 5; the one at 5
     # starts in the end padding and is dropped (PyTorch), so ceil_mode gives 3 outputs, not 4
@@ -155,6 +157,7 @@ def test_max_pool_ceil_mode_last_window_starts_in_padding():
         np.testing.assert_array_equal(from_layout(got, layout), want)
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int64, np.bool_])
 def test_integer_and_bool_max_pool_with_padding(layout, dtype):
@@ -177,6 +180,7 @@ def test_integer_and_bool_max_pool_with_padding(layout, dtype):
         assert out.max() < 0  # padding never contributed a 0
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 def test_all_zero_uint8_image_keeps_first_in_bounds_index():
     x = np.zeros((1, 1, 4, 4), np.uint8)
     out, idx = lo.max_pool(x, 3, stride=2, padding=1, return_indices=True)
@@ -185,6 +189,7 @@ def test_all_zero_uint8_image_keeps_first_in_bounds_index():
     assert idx.tolist() == [[[[0, 1], [4, 5]]]]
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 def test_ties_go_to_the_first_cell_in_window_order():
     x = np.array([[[[1.0, 7.0], [7.0, 7.0]]]])
     out, idx = lo.max_pool(x, 2, return_indices=True)
@@ -199,6 +204,7 @@ def test_ties_go_to_the_first_cell_in_window_order():
     assert idx.tolist() == [[[0, 0, 1]]]
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 def test_nan_makes_the_output_nan_with_the_last_nan_index():
     nan = np.nan
     x = np.array([[[1.0, nan, 9.0, nan, 2.0, 3.0, 6.0, 5.0, 4.0]]])
@@ -286,6 +292,7 @@ def test_global_pools_1d_and_3d(layout):
 
 
 # NHCW: the spatial axes are not adjacent, so the unpool decodes each flat index per axis
+@pytest.mark.usefixtures("both_argmax_paths")
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NWHC", "NHCW"])
 @pytest.mark.parametrize(
     ("in_sizes", "k", "s", "p"),
@@ -326,6 +333,7 @@ def test_max_unpool_default_and_given_output_size():
     assert lo.max_unpool(x.astype(np.uint8), idx, 2).dtype == np.uint8
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 def test_padding_forms_agree():
     r = _data((1, 2, 6, 5))
     base = lo.max_pool(r, 3, stride=2, padding=((1, 2), (0, 1)))
@@ -378,6 +386,7 @@ def test_avg_divisor_override_and_lp_p():
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 @pytest.mark.parametrize("dtype", ["float16", "float32", "bfloat16"])
 def test_half_types_accumulate_in_float32(dtype):
     if dtype == "bfloat16":
@@ -537,6 +546,7 @@ def test_max_unpool_errors():
         lo.max_unpool(x, idx, 2, padding="same")
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 @settings(max_examples=30, deadline=None)
 @given(
     h=st.integers(1, 7),
@@ -590,6 +600,7 @@ def test_temporaries_stay_within_the_workspace_limit():
             assert extra < 1.25 * 2**20, (name, extra)
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 @pytest.mark.parametrize("layout", ["NCW", "NWC", "NCDHW", "NDHWC"])
 def test_max_unpool_1d_3d(layout):
     rank = len(layout) - 2

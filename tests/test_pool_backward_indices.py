@@ -19,6 +19,7 @@ LAYOUTS = {1: ["NCW", "NWC"], 2: ["NCHW", "NHWC", "NHCW"], 3: ["NCDHW", "NDHWC"]
 SHAPES = {1: (2, 3, 9), 2: (2, 3, 7, 6), 3: (1, 2, 5, 4, 6)}
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k, s, p", [(3, 2, 1), (2, 2, 0), (3, 1, 1)],
                          ids=["overlapping", "disjoint", "stride-1"])

@@ -138,6 +138,7 @@ def _run(op_type, attrs, inputs, layout_last):
     raise AssertionError(op_type)
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 @pytest.mark.parametrize("layout_last", [False, True], ids=["channels_first", "channels_last"])
 @pytest.mark.parametrize("case", CASES)
 def test_onnx_node_case(case, layout_last):

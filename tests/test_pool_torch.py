@@ -41,6 +41,7 @@ def _configs(rank):
         yield in_sizes, k, s, p, d, ceil
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_max_pool_values_and_indices(torch, F, rank):
     fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[rank]
@@ -65,6 +66,7 @@ def test_max_pool_values_and_indices(torch, F, rank):
     assert checked > 20
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 def test_max_pool_nan_and_integers(torch, F):
     x = np.random.default_rng(0).standard_normal((2, 3, 7, 7))
     x[0, 0, 1, 1] = x[0, 0, 2, 2] = x[1, 2, 5, 0] = np.nan
@@ -168,6 +170,7 @@ def test_global_pools(torch, F):
     )
 
 
+@pytest.mark.usefixtures("both_argmax_paths")
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_max_unpool(torch, F, layout):
     rng = np.random.default_rng(2)

@@ -121,12 +121,10 @@ def padded_block(
             shape[ax] = hi - lo
             src[ax], dst[ax] = _inside(lo, hi, x.shape[ax])
         borders = True
-        if scratch_slot is None and fill == 0 and math.prod(shape) * dtype.itemsize <= (
-            SMALL_BLOCK_BYTES
-        ):
-            # a small block: one zero fill and the copy (the border slabs and row pairs
-            # cost more Python than a second pass over a few KiB)
-            out = np.zeros(shape, dtype=dtype)
+        if scratch_slot is None and math.prod(shape) * dtype.itemsize <= SMALL_BLOCK_BYTES:
+            # a small block: one fill and the copy (the border slabs and row pairs cost
+            # more Python than a second pass over a few KiB)
+            out = np.zeros(shape, dtype=dtype) if fill == 0 else np.full(shape, fill, dtype)
             out[tuple(dst)] = x[tuple(src)]
             return out
         if scratch_slot is None:
