@@ -813,8 +813,10 @@ def lp_pool(
     return _sum_pool(x, axes, geom, dtype, compute_dtype, transform, finish)
 
 
+@functools.lru_cache(maxsize=256)
 def adaptive_bins(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """PyTorch's adaptive-pool bins: ``start = floor(i*in/out)``, ``end = ceil((i+1)*in/out)``.
+    """PyTorch's adaptive-pool bins: ``start = floor(i*in/out)``, ``end = ceil((i+1)*in/out)``
+    (read-only arrays, cached per size pair).
 
     Examples
     --------
@@ -825,6 +827,7 @@ def adaptive_bins(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     i = np.arange(n_out, dtype=np.int64)
     start = (i * n_in) // n_out
     end = -((-(i + 1) * n_in) // n_out)
+    start.flags.writeable = end.flags.writeable = False
     return start, end
 
 
@@ -1029,9 +1032,22 @@ def bin_matrix(n_in: int, n_out: int, dtype) -> np.ndarray:
     >>> bin_matrix(5, 3, "int8").T.tolist()  # bins [0, 2), [1, 4), [3, 5)
     [[1, 1, 0, 0, 0], [0, 1, 1, 1, 0], [0, 0, 0, 1, 1]]
     """
+    if n_in * n_out > _CACHED_BIN_CELLS:
+        return _bin_matrix.__wrapped__(n_in, n_out, np.dtype(dtype))
+    return _bin_matrix(n_in, n_out, np.dtype(dtype))
+
+
+#: bin matrices of at most this many cells are cached (read-only)
+_CACHED_BIN_CELLS = 1 << 14
+
+
+@functools.lru_cache(maxsize=128)
+def _bin_matrix(n_in: int, n_out: int, dtype: np.dtype) -> np.ndarray:
     start, end = adaptive_bins(n_in, n_out)
     cells = np.arange(n_in)[:, None]
-    return ((cells >= start) & (cells < end)).astype(dtype)
+    matrix = ((cells >= start) & (cells < end)).astype(dtype)
+    matrix.flags.writeable = False
+    return matrix
 
 
 def _bin_sums(cur: np.ndarray, ax: int, n_out: int) -> np.ndarray:
@@ -1060,7 +1076,10 @@ def bin_contract(cur: np.ndarray, ax: int, bins: np.ndarray) -> np.ndarray:
     pre, post = math.prod(shape[:ax]), math.prod(shape[ax + 1:])
     new_shape = shape[:ax] + (n_out,) + shape[ax + 1:]
     if post <= BIN_KRON_MAX:
-        wide = bins if post == 1 else np.kron(bins, np.eye(post, dtype=cur.dtype))
+        # bins (x) I_post, as one broadcast product (np.kron's own steps cost ~20 us)
+        wide = bins if post == 1 else (
+            bins[:, None, :, None] * np.eye(post, dtype=cur.dtype)[None, :, None, :]
+        ).reshape(n_in * post, n_out * post)
         return (cur.reshape(pre, n_in * post) @ wide).reshape(new_shape)
     return np.matmul(bins.T, cur.reshape(pre, n_in, post)).reshape(new_shape)
 
