@@ -10,7 +10,8 @@ never materialised and never value-filled: a padded cell simply takes no part, w
 max pooling needs (a uint8 0 must not lose to a padding cell) and what the averages need
 (padding adds 0; the divisor is computed per axis as the outer product of 1-D tap counts).
 Max pooling with indices keeps the running form over every offset in window order (the
-first-maximum rule is not separable). A pool with one window over each whole plane (an
+first-maximum rule is not separable); small ones take one ``np.argmax`` over their copied
+windows (`_small_argmax`). A pool with one window over each whole plane (an
 adaptive pool to size 1, ``avg_pool(x, 7)`` on 7x7 planes) is a global pool and runs as one
 (`global_pool`). Channels-last average pools whose windows all lie
 inside the input (no padding, no ceil_mode overhang), with long channel runs and few taps
