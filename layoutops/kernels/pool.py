@@ -493,8 +493,7 @@ def _small_argmax(x, axes, geom: Geometry, out, idx) -> bool:
     init = lowest_value(x.dtype)
     block = padded_block(x, axes, spans, fill=init)
     windows = window_view(block, axes, geom.kernel_sizes, geom.strides, geom.dilations)
-    windows = windows.reshape(out.shape + (n_taps,))  # a copy: window cells overlap
-    rows = windows.reshape(-1, n_taps)
+    rows = windows.reshape(-1, n_taps)  # a copy (window cells overlap), in out's order
     best = np.argmax(rows, axis=1)
     vals = rows[np.arange(rows.shape[0]), best]  # the first maximum itself (-0.0 vs 0.0)
     if not np.may_share_memory(block, x) and np.any(vals == init):
